@@ -1,0 +1,68 @@
+"""The `musilingo` command line: each subcommand lives in `musilingo_cli/commands/`, parses its
+options into a config and calls one library `run()`. No logic here but the error policy."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from musilingo_cli import __version__
+from musilingo_cli.commands import ask, evaluate, make_mi, train
+from musilingo_cli.errors import MusilingoError
+
+# Locals can hold API keys: never show them in tracebacks.
+app = typer.Typer(
+    name="musilingo",
+    help="Music captioning and question answering from raw audio (MusiLingo reproduced).",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+app.command("make-mi")(make_mi.command)
+app.command("train")(train.command)
+app.command("ask")(ask.command)
+app.command("eval")(evaluate.command)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"musilingo {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Music captioning and question answering from raw audio (MusiLingo reproduced)."""
+
+
+def main() -> None:
+    """Console-script entry point: one red line and a non-zero exit for anticipated errors."""
+    try:
+        app(standalone_mode=False)
+    except MusilingoError as err:
+        if os.environ.get("MUSILINGO_DEBUG"):
+            raise
+        from musilingo_cli.console import stderr
+
+        stderr.print(f"[red]error:[/red] {err}", markup=True, highlight=False)
+        sys.exit(err.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        sys.stderr.write("aborted\n")
+        sys.exit(130)
+    except typer.Exit as exit_:
+        sys.exit(exit_.exit_code)
+    except Exception as err:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(err, click.ClickException):
+            err.show()
+            sys.exit(err.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

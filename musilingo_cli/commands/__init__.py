@@ -1,0 +1,1 @@
+"""One module per subcommand: parse options, build a config, call the pipeline's run()."""

@@ -1,0 +1,8 @@
+"""`musilingo evaluate`: not built yet."""
+
+from musilingo_cli.errors import NotBuiltError
+
+
+def command() -> None:
+    """Not built yet."""
+    raise NotBuiltError("`musilingo evaluate` is not built yet; see the project's open issues")

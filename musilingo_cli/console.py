@@ -1,0 +1,28 @@
+"""Results go to stdout, progress and diagnostics to stderr (so `--json | jq` works)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+stderr = Console(stderr=True, highlight=False)
+stdout = Console(highlight=False, soft_wrap=True)
+
+
+def progress(transient: bool = False) -> Progress:
+    """A rich progress bar on stderr, the one look shared by every long job."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=stderr,
+        transient=transient,
+    )
+
+
+def warn(message: str) -> None:
+    """Print one yellow warning line on stderr."""
+    stderr.print(f"[yellow]warning:[/yellow] {message}")

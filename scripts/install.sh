@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Install musilingo and its test tools into .venv. On a CPU-only machine the torch wheel on
+# disk (/opt/wheels) is taken first, so the `torch>=2.4` range installs nothing bigger.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m pip install -q --disable-pip-version-check uv 2>/dev/null || true
+UV="$(python3 -c 'import shutil; print(shutil.which("uv") or "")')"
+if [ -z "$UV" ]; then
+  python3 -m venv .venv
+  .venv/bin/pip install -q torch==2.13.0 -e '.[test]'
+else
+  "$UV" venv -q --allow-existing -p python3.11 .venv
+  TORCH_WHEEL="$(ls /opt/wheels/torch-2.13.0+cpu-*.whl 2>/dev/null | head -n1 || true)"
+  if [ -n "$TORCH_WHEEL" ]; then
+    "$UV" pip install -q --compile-bytecode --python .venv/bin/python "$TORCH_WHEEL"
+  fi
+  "$UV" pip install -q --compile-bytecode --python .venv/bin/python -e '.[test]'
+fi

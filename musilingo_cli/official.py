@@ -277,7 +277,7 @@ def load_release_tokenizer(directory: Path):
     from transformers import AutoTokenizer
 
     source = directory if any(directory.glob("tokenizer*")) else resolve_dir(VICUNA_V0_TOKENIZER, "tokenizer", TOKENIZER_FILES)
-    tok = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+    tok = AutoTokenizer.from_pretrained(source, trust_remote_code=False, **_special_token_fixes(source))
     for role, want in (("bos", 1), ("eos", 2)):
         if getattr(tok, f"{role}_token_id") != want:
             token = tok.convert_ids_to_tokens(want)
@@ -287,6 +287,23 @@ def load_release_tokenizer(directory: Path):
             setattr(tok, f"{role}_token", token)
     tok.pad_token = tok.eos_token
     return tok, source
+
+
+def _special_token_fixes(source: Path) -> dict[str, str]:
+    """Early LLaMA conversions (Vicuna v0 among them) wrote "" for bos/eos/unk in
+    tokenizer_config.json; transformers 5 then recurses forever looking up the empty unk token.
+    Give those LLaMA's own names (ids 1, 2, 0 in its vocabulary)."""
+    path = source / "tokenizer_config.json"
+    try:
+        config = json.loads(path.read_text()) if path.is_file() else {}
+    except json.JSONDecodeError:
+        config = {}
+    llama = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+    return {k: v for k, v in llama.items() if not _token_text(config.get(k))}
+
+
+def _token_text(value) -> str:
+    return value.get("content", "") if isinstance(value, dict) else (value or "")
 
 
 # --- the entry points ---

@@ -264,3 +264,28 @@ def test_full_size_configs_from_shapes():
     mert = mert_config_from({k: v for k, v in hubert.state_dict().items()})
     assert {k: mert[k] for k in MERT_330M} == MERT_330M
     assert sum(p.numel() for p in hubert.parameters()) == 315_428_992
+
+
+def test_vicuna_v0_style_tokenizer_is_repaired(tmp_path):
+    """A SentencePiece `tokenizer.model` with the empty special tokens of early LLaMA conversions
+    (as Vicuna v0 ships it) loads, with bos=1, eos=2 and pad=eos."""
+    import csv
+
+    import sentencepiece as spm
+
+    from musilingo_cli.official import load_release_tokenizer
+    from model_helpers import CAPTIONS_CSV
+
+    with CAPTIONS_CSV.open(newline="") as f:
+        text = [row["caption"] for row in csv.DictReader(f)]
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(text * 3), model_prefix=str(tmp_path / "tokenizer"),
+                                   vocab_size=300, model_type="bpe", unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+                                   minloglevel=2)
+    (tmp_path / "tokenizer.vocab").unlink()
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "LlamaTokenizer", "bos_token": "", "eos_token": "", "unk_token": "", "model_max_length": 2048}))
+    (tmp_path / "special_tokens_map.json").write_text("{}")
+    tok, source = load_release_tokenizer(tmp_path)
+    assert source == tmp_path and (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) == (1, 2, 2)
+    ids = tok("the drums play a rock beat", add_special_tokens=False).input_ids
+    assert 0 not in ids and tok.decode(ids) == "the drums play a rock beat"

@@ -1,8 +1,51 @@
-"""`musilingo evaluate`: not built yet."""
+"""`musilingo eval`: score answers against references under a named metric profile."""
 
-from musilingo_cli.errors import NotBuiltError
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
 
 
-def command() -> None:
-    """Not built yet."""
-    raise NotBuiltError("`musilingo evaluate` is not built yet; see the project's open issues")
+def command(
+    more_predictions: Optional[list[Path]] = typer.Argument(None, metavar="[FILE]...", help="More answers files, so that `--predictions a.jsonl b.jsonl` scores both."),
+    predictions: Optional[list[Path]] = typer.Option(None, "--predictions", "-p", metavar="FILE", help="Answers file(s) to score (JSONL from `ask`, or a JSON list / JSONL from another system). Repeat or list several to compare side by side."),
+    references: Optional[Path] = typer.Option(None, "--references", "-r", help="References: Music Instruct / MusicQA JSON, MusicCaps CSV, or a JSON list / JSONL with --reference-field. Default: the split's annotations, else references inside the predictions."),
+    split: Optional[str] = typer.Option(None, "--split", help="mi-short, mi-long, musicqa or musiccaps: its test items are the references (and are answered first with --model)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="The split's annotations file instead of the Hugging Face hub copy."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Checkpoint to answer the split with `musilingo ask` before scoring."),
+    audio_dir: Optional[Path] = typer.Option(None, "--audio-dir", help="Audio of the split (with --model)."),
+    answers: Optional[Path] = typer.Option(None, "--answers", help="Where --model writes its answers (resumable). Default: <split>.answers.jsonl."),
+    profile: str = typer.Option("standard", "--profile", help="standard (corpus word BLEU, F1; LP-MusicCaps-comparable) or musilingo-paper (replicates MusiLingo's qa.py)."),
+    prediction_field: str = typer.Option("answer", "--prediction-field", help="Field holding the answer text (LP-MusicCaps inference.json: prediction)."),
+    reference_field: str = typer.Option("reference", "--reference-field", help="Field holding the reference text (LP-MusicCaps inference.json: ground_truth)."),
+    no_bertscore: bool = typer.Option(False, "--no-bertscore", help="Skip BERTScore."),
+    bertscore_model: str = typer.Option("roberta-large", "--bertscore-model", help="roberta-large (hub cache) or a local model directory."),
+    bertscore_layers: Optional[int] = typer.Option(None, "--bertscore-layers", help="Hidden layer for BERTScore (17 for roberta-large; required with a local model)."),
+    bertscore_batch_size: int = typer.Option(64, "--bertscore-batch-size", help="BERTScore batch size."),
+    no_floor: bool = typer.Option(False, "--no-floor", help="Skip the shuffled-reference floor."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the floor's shuffle."),
+    train_captions: Optional[Path] = typer.Option(None, "--train-captions", help="Training captions for novelty and vocab diversity (.txt lines, MusicCaps CSV train rows, or JSON)."),
+    format: str = typer.Option("table", "--format", help="table (rich, stdout), markdown, csv or json."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the results to this file (markdown for 'table')."),
+    per_item: Optional[Path] = typer.Option(None, "--per-item", help="Per-item scores JSONL (default: <predictions>.scores.jsonl beside each file)."),
+    no_per_item: bool = typer.Option(False, "--no-per-item", help="Do not write per-item scores."),
+) -> None:
+    """Score answers with BLEU-1..4, METEOR, ROUGE-L and BERTScore under a named profile, with a floor."""
+    from musilingo_cli import evaluate
+    from musilingo_cli.console import stdout
+
+    config = evaluate.EvalConfig(
+        predictions=list(predictions or []) + list(more_predictions or []), references=references, split=split, data=data, model=model,
+        audio_dir=audio_dir, answers=answers, profile=profile, prediction_field=prediction_field,
+        reference_field=reference_field, bertscore=not no_bertscore, bertscore_model=bertscore_model,
+        bertscore_layers=bertscore_layers, bertscore_batch_size=bertscore_batch_size, floor=not no_floor,
+        seed=seed, train_captions=train_captions, format=format, output=output, per_item=per_item,
+        write_per_item=not no_per_item,
+    )
+    report = evaluate.run(config)
+    if format == "table":
+        stdout.print(evaluate.rich_table(report))
+    else:
+        typer.echo(evaluate.render_text(report, format), nl=False)

@@ -78,7 +78,11 @@ def load_encoder(name_or_path: str, device: str | torch.device = "cpu", dtype: t
     directory = resolve_dir(name_or_path, "audio encoder", ENCODER_FILES)
     config_dict = _read_json(directory / "config.json", required=True)
     model = _build(config_dict, directory)
-    model.load_state_dict(_read_weights(directory), strict=True)
+    try:
+        model.load_state_dict(_read_weights(directory), strict=True)
+    except RuntimeError as err:  # missing / unexpected / mis-shaped keys: weights and config disagree
+        detail = " ".join(str(err).split())
+        raise CheckpointError(f"{directory}: weights do not fit config.json ({detail[:300]})") from None
     rate, normalize = _preprocessing(directory, config_dict)
     return AudioEncoder(model.to(device=device, dtype=dtype), rate, normalize)
 
@@ -92,7 +96,9 @@ def _build(config_dict: dict, directory: Path) -> nn.Module:
     try:
         config = AutoConfig.from_pretrained(directory, trust_remote_code=False)
     except (ValueError, KeyError) as err:
-        raise CheckpointError(f"{directory}/config.json: model type {config_dict.get('model_type')!r} is unknown to transformers ({err})") from None
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CheckpointError(f"{directory}/config.json: model type {config_dict.get('model_type')!r} is unknown to "
+                              f"transformers ({reason})") from None
     config.layerdrop = 0.0  # a dropped layer changes how many hidden states come back
     return AutoModel.from_config(config)
 

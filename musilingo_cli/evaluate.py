@@ -366,29 +366,43 @@ def floor_references(questions: list[str], references: list[str], seed: int) -> 
 # ---------------------------------------------------------------- running
 
 
+def resolve_audio(audio_dir: Path, audio: str) -> Path:
+    """The file for an item's audio under `audio_dir`: the name as given, else `<name>.*` (a ytid)."""
+    direct = audio_dir / audio
+    if direct.is_file():
+        return direct.resolve()
+    matches = sorted(audio_dir.glob(f"{Path(audio).name}.*")) or sorted(audio_dir.rglob(f"{Path(audio).name}.*"))
+    return matches[0].resolve() if matches else direct  # a missing file becomes an error record in ask
+
+
+def write_manifest(items: list[EvalItem], audio_dir: Path, path: Path) -> Path:
+    """The split as an `ask` manifest: JSONL rows `{"id", "path", "question"}`, the --manifest schema of ask."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for item in items:
+            row = {"id": item.id, "path": str(resolve_audio(audio_dir, item.audio)), "question": item.question}
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return path
+
+
 def answer_items(items: list[EvalItem], config: EvalConfig) -> Path:
     """Have `musilingo ask` answer the items into `config.answers` (resumable); return that path.
 
-    Contract expected from `musilingo_cli.ask` (not built yet): a function
-    `answer_manifest(manifest: Path, *, checkpoint: Path, audio_dir: Path, output: Path) -> Path`
-    reading JSONL records `{"id", "audio", "question"}` (audio relative to audio_dir) and
-    appending `{"id", "audio", "question", "answer", "error"}` per item through a Journal, skipping
-    ids already in `output`.
+    Writes `<answers>.manifest.jsonl` (write_manifest) and hands it to
+    `musilingo_cli.ask.answer_manifest(manifest, checkpoint=, output=)`, which must append
+    `{"id", "audio", "question", "answer", "error"}` records through a Journal and skip ids already
+    in `output`. Until ask offers that hook this raises NotBuiltError.
     """
     answers = config.answers or Path(f"{config.split}.answers.jsonl")
-    manifest = answers.with_name(answers.stem + ".manifest.jsonl")
     try:
         from musilingo_cli import ask
     except ImportError:
         ask = None
     if ask is None or not hasattr(ask, "answer_manifest"):
-        raise NotBuiltError("`musilingo eval --split` needs `musilingo ask`, which is not built yet; "
-                            "answer the items yourself and use `musilingo eval --predictions FILE --split ...`")
-    manifest.parent.mkdir(parents=True, exist_ok=True)
-    with manifest.open("w", encoding="utf-8") as f:
-        for item in items:
-            f.write(json.dumps({"id": item.id, "audio": item.audio, "question": item.question}, ensure_ascii=False) + "\n")
-    return Path(ask.answer_manifest(manifest, checkpoint=config.model, audio_dir=config.audio_dir, output=answers))
+        raise NotBuiltError("`musilingo eval --split --model` needs `musilingo ask`, which is not wired in yet; "
+                            "answer the items with ask, then run `musilingo eval --predictions FILE --split ...`")
+    manifest = write_manifest(items, config.audio_dir, answers.with_name(answers.stem + ".manifest.jsonl"))
+    return Path(ask.answer_manifest(manifest, checkpoint=config.model, output=answers))
 
 
 def _check(config: EvalConfig) -> None:

@@ -80,6 +80,16 @@ def test_hub_offline_and_not_cached_is_one_line_with_the_fix(tmp_path):
     assert "m-a-p/Music-Instruct" in message and "--data" in message and "\n" not in message
 
 
+def test_manifest_for_ask_resolves_ytids_and_names(tmp_path):
+    (tmp_path / "yt1.flac").write_bytes(b"")
+    (tmp_path / "012542.wav").write_bytes(b"")
+    items = [evaluate.EvalItem("yt1:0", "yt1", "Q", "r"), evaluate.EvalItem("012542.wav:0", "012542.wav", "Q", "r"),
+             evaluate.EvalItem("gone:1", "gone", "Q", "r")]
+    rows = [json.loads(x) for x in evaluate.write_manifest(items, tmp_path, tmp_path / "m.jsonl").read_text().splitlines()]
+    assert [Path(r["path"]).name for r in rows] == ["yt1.flac", "012542.wav", "gone"]
+    assert [r["id"] for r in rows] == ["yt1:0", "012542.wav:0", "gone:1"] and rows[0]["question"] == "Q"
+
+
 # ---------------------------------------------------------------- pairing
 
 

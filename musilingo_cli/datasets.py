@@ -6,7 +6,7 @@ answer text, an id and the crop the official recipe used for that dataset:
 
 | format      | file(s)                                              | audio lookup                    | crop     |
 |-------------|------------------------------------------------------|---------------------------------|----------|
-| `msd`       | LP-MusicCaps-MSD `path`, `caption_writing`: JSON list, JSONL, parquet or a `save_to_disk` folder | `{audio_dir}/{path}` (+ `.mp3`) | 30.5 s random |
+| `msd`       | LP-MusicCaps-MSD `path`, `caption_writing`: JSON list, JSONL, parquet or a `save_to_disk` folder | `{audio_dir}/{path}` (+ `.mp3`, ...) | 30.5 s random |
 | `musiccaps` | MusicCaps CSV (`ytid`, `caption`, `is_audioset_eval`) or `{"ann": [...]}` JSON | `{audio_dir}/{ytid}.*`          | full clip |
 | `mi`        | Music Instruct `{"QA": [{question, answer, ytid, is_audioset_eval}]}` (short, long, mixed) | `{audio_dir}/{ytid}.*` | full clip |
 | `musicqa`   | MusicQA list of `{audio_name, conversation: [human, gpt]}` | `{audio_dir}/{audio_name}`       | 15.5 s random |
@@ -273,18 +273,18 @@ def read_jsonl_qa(path: Path, split: str = "train") -> list[Example]:
 
 
 def find_audio(audio_dir: Path, ref: str, fmt: str) -> Path | None:
-    """The file for one item: `{dir}/{ref}` as named, then with `.mp3` (MSD paths often lack
-    it), then `{dir}/{stem}.*` with any audio extension (MusicCaps/MI name clips by ytid)."""
+    """The file for one item: `{dir}/{ref}` as named, then `{ref}` plus an audio extension
+    (MSD paths like `3/8/TR...clip` lack `.mp3`; MusicCaps/MI name clips `{ytid}.*`), then the
+    same stem with another audio extension."""
     direct = Path(ref) if Path(ref).is_absolute() else audio_dir / ref
     if direct.is_file():
         return direct
-    if fmt == "msd" and direct.with_name(direct.name + ".mp3").is_file():
-        return direct.with_name(direct.name + ".mp3")
-    stem = direct.name if fmt in ("musiccaps", "mi") else direct.stem
-    for suffix in _AUDIO_SUFFIXES:
-        candidate = direct.with_name(stem + suffix)
-        if candidate.is_file():
-            return candidate
+    names = [direct.name + s for s in _AUDIO_SUFFIXES]
+    if direct.suffix and fmt not in ("musiccaps", "mi"):
+        names += [direct.stem + s for s in _AUDIO_SUFFIXES]
+    for name in names:
+        if direct.with_name(name).is_file():
+            return direct.with_name(name)
     return None
 
 

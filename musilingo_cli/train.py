@@ -155,6 +155,8 @@ class TrainResult:
     last_loss: float
     examples: int
     skipped: int
+    cache_hits: int = 0  # crops found in the feature cache
+    encoded: int = 0  # crops the cache pass encoded (0: the encoder was never loaded)
 
 
 # --- distributed set-up --------------------------------------------------------------------------
@@ -340,6 +342,7 @@ class FeatureSource:
         self.examples, self.cache, self.keys, self.model = examples, cache, keys, model
         self.seed, self.rate = seed, sample_rate
         self.broken: set[int] = set()
+        self.report = None  # the cache pass's CacheReport
 
     def features(self, epoch: int, indices: list[int]) -> tuple[list, list[int]]:
         """(features per kept item, kept indices); unreadable audio is skipped and remembered."""
@@ -449,7 +452,9 @@ def run(config: TrainConfig) -> TrainResult:
         logger.plot()
         stderr.print(f"done: {step} steps, final adapter in {final}")
     _barrier()
-    return TrainResult(final, step, last_loss, len(examples), skipped + len(source.broken))
+    report = source.report
+    return TrainResult(final, step, last_loss, len(examples), skipped + len(source.broken),
+                       report.hits if report else 0, report.encoded if report else 0)
 
 
 def _seed_everything(seed: int) -> None:
@@ -497,8 +502,10 @@ def _feature_source(config: TrainConfig, model_config, examples, dist_info: Dist
     check_missing(lost, len(examples), config.max_missing_fraction, report.broken[0] if report.broken else None,
                   what="undecodable")
     keep = sorted(report.keys)
-    return FeatureSource([examples[i] for i in keep], cache=cache, keys=[report.keys[i] for i in keep],
-                         seed=config.seed, sample_rate=rate)
+    source = FeatureSource([examples[i] for i in keep], cache=cache, keys=[report.keys[i] for i in keep],
+                           seed=config.seed, sample_rate=rate)
+    source.report = report
+    return source
 
 
 def _build_model(config: TrainConfig, model_config, init_state, dist_info: Dist, with_encoder: bool):

@@ -19,12 +19,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from chat_server import ChatServer  # noqa: E402
-from make_mi_helpers import MUSICCAPS_EXCERPT  # noqa: E402
+import openai  # noqa: F401  (imported first so its import time is not in the first measurement)
+from chat_server import ChatServer
+from make_mi_helpers import MUSICCAPS_EXCERPT
 
-import openai  # noqa: E402,F401  (imported here so its import time is not in the first measurement)
-
-from musilingo_cli.make_mi import MakeMIConfig, run  # noqa: E402
+from musilingo_cli.make_mi import MakeMIConfig, run
 
 
 def write_captions(path: Path, n: int) -> Path:

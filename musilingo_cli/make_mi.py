@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from musilingo_cli.captions import Caption, read_captions
-from musilingo_cli.errors import ConfigError, DataError
+from musilingo_cli.errors import ConfigError
 
 KINDS = ("short", "long")
 

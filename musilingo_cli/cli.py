@@ -42,7 +42,11 @@ def _root(
 def main() -> None:
     """Console-script entry point: one red line and a non-zero exit for anticipated errors."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # Ctrl-C comes back as a return value (130) here
+        if isinstance(code, int) and code:
+            if code == 130:
+                sys.stderr.write("aborted\n")
+            sys.exit(code)
     except MusilingoError as err:
         if os.environ.get("MUSILINGO_DEBUG"):
             raise

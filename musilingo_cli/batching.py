@@ -1,0 +1,105 @@
+"""Keeping the accelerator busy: decode ahead in threads, encode equal-length chunks together,
+and group generation batches by length.
+
+MERT must never see a padded clip (its group norm makes padded features differ), so long audio
+is cut into chunks of `chunk_seconds`; every full chunk of every file in a window has the same
+length and they go through the encoder together, while each file's shorter last chunk is
+batched only with chunks of exactly its length. A file's features are its chunks' pooled
+tokens concatenated in time order (30 s -> 7 tokens, so a 5-minute song -> 70 tokens).
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from musilingo_cli.audio import chunk, crop, is_silent, load_audio
+from musilingo_cli.errors import AudioError
+
+
+@dataclass
+class Clip:
+    """A decoded file ready for the encoder: equal-length chunks (but the last) and its lengths."""
+
+    chunks: list[np.ndarray]
+    seconds_total: float
+    seconds_used: float
+
+
+def prepare_clip(path: str, sample_rate: int, chunk_seconds: float, max_seconds: float | None,
+                 min_samples: int = 400) -> Clip:
+    """Decode, downmix and resample `path`, keep the first `max_seconds`, cut it into chunks.
+
+    Raises AudioError for anything the model cannot hear: undecodable, silent, or too short
+    for the encoder's convolutions (`min_samples`).
+    """
+    wave = load_audio(path, sample_rate)
+    total = len(wave) / sample_rate
+    if max_seconds is not None:
+        wave = crop(wave, sample_rate, max_seconds)
+    if is_silent(wave):
+        raise AudioError(f"{path}: silent audio (peak below -60 dBFS); nothing to describe")
+    if len(wave) < min_samples:
+        raise AudioError(f"{path}: too short ({len(wave) / sample_rate * 1000:.0f} ms); the encoder needs "
+                         f"at least {min_samples / sample_rate * 1000:.0f} ms of audio")
+    return Clip(chunk(wave, sample_rate, chunk_seconds), total, len(wave) / sample_rate)
+
+
+def decode_ahead(paths: Iterable[str], load: Callable[[str], Clip], workers: int = 4,
+                 ahead: int = 16) -> Iterator[tuple[str, Clip | Exception]]:
+    """Yield (path, clip or the AudioError it raised) in order, decoding up to `ahead` files in
+    `workers` threads while the caller works (soundfile, soxr and ffmpeg release the GIL).
+
+    Closing the generator (or an exception in the caller) cancels what has not started yet.
+    """
+    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="decode")
+    queue: collections.deque[tuple[str, Future]] = collections.deque()
+    todo = iter(paths)
+    try:
+        while True:
+            while len(queue) < max(1, ahead):
+                path = next(todo, None)
+                if path is None:
+                    break
+                queue.append((path, pool.submit(load, path)))
+            if not queue:
+                return
+            path, future = queue.popleft()
+            try:
+                yield path, future.result()
+            except AudioError as err:
+                yield path, err
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def encode_clips(encode: Callable[[torch.Tensor], torch.Tensor], clips: list[Clip], batch_size: int) -> list[torch.Tensor]:
+    """Features of each clip: its chunks encoded in batches of equal length, then concatenated.
+
+    `encode` maps [B, S] equal-length waves to [B, T', D] or [B, L, T', D] features; the result
+    per clip is [sum T', D] or [L, sum T', D] (time is dim -2 in both layouts).
+    """
+    by_length: dict[int, list[tuple[int, int]]] = collections.defaultdict(list)
+    for i, clip in enumerate(clips):
+        for j, piece in enumerate(clip.chunks):
+            by_length[len(piece)].append((i, j))
+    pieces: dict[tuple[int, int], torch.Tensor] = {}
+    for where in by_length.values():
+        for start in range(0, len(where), max(1, batch_size)):
+            group = where[start:start + batch_size]
+            waves = np.stack([clips[i].chunks[j] for i, j in group]).astype(np.float32, copy=False)
+            feats = encode(torch.from_numpy(waves)).cpu()
+            pieces.update(zip(group, feats))
+    return [torch.cat([pieces[i, j] for j in range(len(clip.chunks))], dim=-2) for i, clip in enumerate(clips)]
+
+
+def length_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of at most `batch_size`, sorted by length (less padding);
+    the order inside the sort is stable, so equal lengths keep their input order."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    return [order[k:k + batch_size] for k in range(0, len(order), max(1, batch_size))]

@@ -298,8 +298,10 @@ def _unique(keys: list, what: str) -> None:
         raise DataError(f"{len(dup)} duplicate {what}, e.g. {', '.join(map(str, dup[:SHOWN]))}; each item must appear once")
 
 
-def pair(predictions: list[Prediction], references: list[EvalItem] | None, source: str) -> tuple[list[Prediction], list[str], int]:
-    """Align answers with reference texts; returns (answers, references, references left unanswered).
+def pair(predictions: list[Prediction], references: list[EvalItem] | None, source: str) -> tuple[list[Prediction], list[EvalItem], int]:
+    """Align answers with reference items; returns (answers, references, references left unanswered).
+
+    A reference item without a question takes the answer's question (the floor groups by it).
 
     Raises DataError for duplicates, answers without a reference, and count mismatches.
     """
@@ -307,7 +309,7 @@ def pair(predictions: list[Prediction], references: list[EvalItem] | None, sourc
         missing = [i for i, p in enumerate(predictions, 1) if p.reference is None]
         if missing:
             raise DataError(f"{source}: {len(missing)} answers carry no reference (e.g. record {missing[0]}); pass --references FILE or --split")
-        return predictions, [p.reference for p in predictions], 0
+        return predictions, [EvalItem(p.id, p.audio, p.question, p.reference) for p in predictions], 0
     if all(p.id for p in predictions) and all(r.id for r in references) and \
             {p.id for p in predictions} & {r.id for r in references}:
         pred_keys, ref_keys, what = [p.id for p in predictions], [r.id for r in references], "ids"
@@ -321,14 +323,19 @@ def pair(predictions: list[Prediction], references: list[EvalItem] | None, sourc
                     f"{source}: cannot pair {len(predictions)} answers with {len(references)} references: "
                     "give both sides an `id`, or `audio` and `question`, or equal counts in the same order"
                 )
-            return predictions, [r.reference for r in references], 0
+            return predictions, _with_questions(predictions, references), 0
     _unique(pred_keys, f"{what} in {source}")
     _unique(ref_keys, f"{what} in the references")
-    by_key = {k: r.reference for k, r in zip(ref_keys, references)}
+    by_key = dict(zip(ref_keys, references))
     missing = [k for k in pred_keys if k not in by_key]
     if missing:
         raise DataError(f"{source}: {len(missing)} answers have no reference, e.g. {', '.join(map(str, missing[:SHOWN]))}")
-    return predictions, [by_key[k] for k in pred_keys], len(references) - len(pred_keys)
+    return predictions, _with_questions(predictions, [by_key[k] for k in pred_keys]), len(references) - len(pred_keys)
+
+
+def _with_questions(predictions: list[Prediction], references: list[EvalItem]) -> list[EvalItem]:
+    return [r if r.question is not None else EvalItem(r.id, r.audio, p.question, r.reference)
+            for p, r in zip(predictions, references)]
 
 
 # ---------------------------------------------------------------- floor
@@ -474,7 +481,8 @@ def _data_sources(config: EvalConfig) -> dict[str, str]:
 
 def _score_file(path: Path, references: list[EvalItem] | None, config: EvalConfig, bert, train, floors) -> SystemResult:
     preds = read_predictions(path, config.prediction_field, config.reference_field)
-    preds, refs, unanswered = pair(preds, references, str(path))
+    preds, paired, unanswered = pair(preds, references, str(path))
+    refs = [r.reference for r in paired]
     empty_refs = [p.id or str(i) for i, (p, r) in enumerate(zip(preds, refs), 1) if not r.strip()]
     if empty_refs:
         raise DataError(f"{len(empty_refs)} references are empty, e.g. {', '.join(empty_refs[:SHOWN])}; fix the references file")
@@ -494,7 +502,7 @@ def _score_file(path: Path, references: list[EvalItem] | None, config: EvalConfi
         notes.append(f"{unanswered} references have no answer in this file and are not scored")
     floor, floor_refs = None, None
     if config.floor and len(preds) > 1:
-        questions = [p.question or "" for p in preds]
+        questions = [r.question or "" for r in paired]
         key = (tuple(questions), tuple(refs))
         if key not in floors:
             floor_refs, fallback = floor_references(questions, refs, config.seed)

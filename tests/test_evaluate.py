@@ -100,10 +100,10 @@ def _pred(**kw):
 
 def test_pairs_by_id_then_by_audio_stem_and_question():
     refs = [evaluate.EvalItem("a:0", "a.wav", "Q1", "r1"), evaluate.EvalItem("b:1", "b.wav", "Q2", "r2")]
-    _, texts, unanswered = evaluate.pair([_pred(id="b:1"), _pred(id="a:0")], refs, "p")
-    assert texts == ["r2", "r1"] and unanswered == 0
-    _, texts, unanswered = evaluate.pair([_pred(audio="/data/b.flac", question="Q2 ")], refs, "p")
-    assert texts == ["r2"] and unanswered == 1
+    _, items, unanswered = evaluate.pair([_pred(id="b:1"), _pred(id="a:0")], refs, "p")
+    assert [i.reference for i in items] == ["r2", "r1"] and items[0].question == "Q2" and unanswered == 0
+    _, items, unanswered = evaluate.pair([_pred(audio="/data/b.flac", question="Q2 ")], refs, "p")
+    assert [i.reference for i in items] == ["r2"] and unanswered == 1
 
 
 def test_pairing_errors_are_explicit():
@@ -115,7 +115,7 @@ def test_pairing_errors_are_explicit():
     keyless = [evaluate.EvalItem(None, None, None, "r")]
     with pytest.raises(DataError, match="cannot pair 2 answers with 1 references"):
         evaluate.pair([_pred(), _pred()], keyless, "p")
-    assert evaluate.pair([_pred()], keyless, "p")[1] == ["r"]  # no keys anywhere, same count: by position
+    assert evaluate.pair([_pred()], keyless, "p")[1][0].reference == "r"  # no keys anywhere, same count: by position
 
 
 # ---------------------------------------------------------------- floor
@@ -160,6 +160,14 @@ def test_cli_json_two_files_side_by_side(tmp_path, wordnet, tiny_bert):
     assert good_o["floor"] == bad_o["floor"]  # same items, same seed
     per_item = [json.loads(line) for line in (tmp_path / "bad.scores.jsonl").read_text().splitlines()]
     assert [p["status"] for p in per_item[:3]] == ["ok", "empty", "failed"] and per_item[2]["answer"] == ""
+
+
+def test_floor_groups_by_the_references_questions_when_answers_have_only_ids(tmp_path, wordnet):
+    refs = musicqa_json(tmp_path / "EvalMusicQA.json")
+    answers = write_jsonl(tmp_path / "ids.jsonl", [{"id": f"{a}:{i}", "answer": "Rock."} for i, (a, _, _) in enumerate(MUSICQA_EXCERPT)])
+    report = evaluate.run(evaluate.EvalConfig(predictions=[answers], references=refs, bertscore=False, write_per_item=False))
+    # the excerpt has 3 questions asked twice and 6 asked once
+    assert report.systems[0].counts["floor_fallback"] == 6
 
 
 def test_cli_lp_musiccaps_inference_json_with_own_references(tmp_path, wordnet):

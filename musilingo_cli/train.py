@@ -414,6 +414,7 @@ def run(config: TrainConfig) -> TrainResult:
     if source.cache is None:
         source.model = model
     engine = _engine(config, model, dist_info)
+    _seed_everything(config.seed + dist_info.rank)  # training randomness does not depend on cache hits
     order = DataOrder(len(examples), config.micro_batch, dist_info.rank, dist_info.world, config.seed)
     step = _resume(engine, order, out, config, rank0) if config.resume else 0
 
@@ -516,6 +517,12 @@ def _build_model(config: TrainConfig, model_config, init_state, dist_info: Dist,
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[config.precision]
     model = assemble(model_config, init_state, device=dist_info.device, dtype=dtype,
                      encoder_dtype=config.encoder_dtype, with_encoder=with_encoder)
+    if init_state is None:
+        # the same initial adapter whatever ran before (a cold cache pass builds the encoder and
+        # draws from the global generator) and on every rank
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            model.adapter.proj.reset_parameters()
     if config.gradient_checkpointing:
         # HF only checkpoints in train mode; the LLM's weights stay frozen (Llama has no dropout)
         model.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -1,0 +1,94 @@
+"""`musilingo train` as users run it, in child processes: kill -9 mid-run and --resume gives
+the same per-step losses as an uninterrupted run; two ranks under torchrun (gloo, ZeRO-2);
+the final checkpoint answers through `musilingo ask`."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+
+import pytest
+from train_helpers import PYTHON, free_port, make_parts, subprocess_env, train_config, write_clips, write_qa_jsonl, yaml_config
+
+from musilingo_cli.journal import read_jsonl
+
+STEPS = 24
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dist")
+    llm, mert = make_parts(root)
+    names = write_clips(root / "audio", 8)
+    data = write_qa_jsonl(root / "qa.jsonl", names)
+    config = train_config(root, llm, mert, data, root / "audio", max_steps=STEPS, save_every=3, lr=5e-3,
+                          warmup_steps=4, cache_dir=str(root / "cache"))
+    return {"root": root, "config": yaml_config(root / "train.yaml", config), "audio": root / "audio"}
+
+
+def _train(setup, out, *extra, timeout=240):
+    command = [PYTHON, "-m", "musilingo_cli", "train", "--config", str(setup["config"]), "--out", str(out), *extra]
+    done = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def _losses(out):
+    return {r["step"]: (r["loss"], r["lr"]) for r in read_jsonl(out / "metrics.jsonl")}
+
+
+def test_killed_run_resumed_gives_the_same_losses_and_answers_through_ask(setup):
+    root = setup["root"]
+    done = _train(setup, root / "straight")
+    assert done.stdout.strip().endswith("final")
+    straight = _losses(root / "straight")
+    assert sorted(straight) == list(range(1, STEPS + 1))
+
+    out = root / "killed"
+    command = [PYTHON, "-m", "musilingo_cli", "train", "--config", str(setup["config"]), "--out", str(out)]
+    proc = subprocess.Popen(command, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 180
+    while not (out / "checkpoints" / "step_3" / "musilingo.json").exists() and proc.poll() is None:
+        assert time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = _losses(out)
+    assert 3 <= len(before) < STEPS, "the run finished before it could be killed"
+
+    with pytest.raises(AssertionError, match="--resume"):  # an existing run is never overwritten silently
+        _train(setup, out)
+    _train(setup, out, "--resume")
+    resumed = _losses(out)
+    assert sorted(resumed) == list(range(1, STEPS + 1))
+    for step in range(1, STEPS + 1):
+        assert resumed[step][1] == straight[step][1]
+        assert resumed[step][0] == pytest.approx(straight[step][0], abs=1e-6), step
+
+    audio = setup["audio"] / "clip0.wav"
+    asked = subprocess.run([PYTHON, "-m", "musilingo_cli", "ask", str(audio), "What genre is this?", "--model",
+                            str(out / "final"), "--preset", "greedy", "--max-new-tokens", "8", "--json"],
+                           env=subprocess_env(), capture_output=True, text=True, timeout=180)
+    assert asked.returncode == 0, asked.stderr[-2000:]
+    record = json.loads(asked.stdout.strip().splitlines()[-1])
+    assert record["question"] == "What genre is this?" and isinstance(record["answer"], str)
+
+
+def test_two_ranks_under_torchrun_zero2(setup):
+    out = setup["root"] / "torchrun"
+    command = [PYTHON, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+               "--master_port", str(free_port()), "-m", "musilingo_cli", "train", "--config", str(setup["config"]),
+               "--out", str(out), "--max-steps", "4", "--save-every", "2", "--cache-dir", str(out / "features")]
+    done = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(_losses(out)) == [1, 2, 3, 4]
+    assert all(r["samples_per_s"] > 0 for r in read_jsonl(out / "metrics.jsonl"))
+    state = out / "deepspeed" / "step_4"
+    assert sorted(p.name for p in state.glob("zero_pp_rank_*")) == [
+        "zero_pp_rank_0_mp_rank_00_optim_states.pt", "zero_pp_rank_1_mp_rank_00_optim_states.pt"]
+    assert (out / "final" / "adapter.safetensors").exists()
+    assert "2 process(es)" in done.stderr.replace("\n", " ")
+    # each rank encoded its share of the clips into the one shared cache
+    assert len(list((out / "features").glob("*/*.safetensors"))) == 8

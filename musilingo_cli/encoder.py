@@ -100,6 +100,7 @@ def _build(config_dict: dict, directory: Path) -> nn.Module:
         raise CheckpointError(f"{directory}/config.json: model type {config_dict.get('model_type')!r} is unknown to "
                               f"transformers ({reason})") from None
     config.layerdrop = 0.0  # a dropped layer changes how many hidden states come back
+    config.tie_last_hidden_states = True  # pre-LN encoders: last state after the final LayerNorm
     return AutoModel.from_config(config)
 
 

@@ -58,19 +58,50 @@ def assemble(config: ModelConfig, state: dict[str, torch.Tensor] | None, device:
              with_encoder: bool = True, llm_model: torch.nn.Module | None = None, tokenizer=None,
              encoder_model=None) -> MusiLingo:
     """Load the parts the config names (or take given ones) and the adapter weights."""
-    from musilingo_cli.encoder import load_encoder
-
     enc = encoder_model
     if enc is None and with_encoder:
-        enc = load_encoder(config.encoder, device=device, dtype=parse_dtype(encoder_dtype))
-    lm = llm_model if llm_model is not None else load_llm(config.llm, device=device, dtype=parse_dtype(dtype))
-    tok = tokenizer if tokenizer is not None else load_tokenizer(config.tokenizer or config.llm)
+        enc = _encoder_part(config.encoder, device, parse_dtype(encoder_dtype))
+    if enc is not None and config.normalize_audio is not None:
+        enc.normalize = config.normalize_audio
+    lm, tok = llm_model, tokenizer
+    if lm is None:
+        lm, release_tok = _llm_part(config.llm, device, parse_dtype(dtype))
+        tok = tok if tok is not None else release_tok
+    if tok is None:
+        tok = _tokenizer_part(config.tokenizer or config.llm)
     config = _with_shapes(config, enc, lm)
     model = MusiLingo(config, lm, tok, enc)
     if state is not None:
         _load_adapter(model, state, config)
     model.adapter.to(device)
     return model
+
+
+# A part may itself be an official release (e.g. a checkpoint fine-tuned from `--init short`).
+def _encoder_part(name: str, device: str, dtype: torch.dtype):
+    from musilingo_cli import official
+    from musilingo_cli.encoder import load_encoder
+
+    if official.is_release(name):
+        return official.release_encoder(name, device, dtype)
+    return load_encoder(name, device=device, dtype=dtype)
+
+
+def _llm_part(name: str, device: str, dtype: torch.dtype):
+    from musilingo_cli import official
+
+    if official.is_release(name):
+        lm, tok, _ = official.release_llm(name, device, dtype)
+        return lm, tok
+    return load_llm(name, device=device, dtype=dtype), None
+
+
+def _tokenizer_part(name: str):
+    from musilingo_cli import official
+
+    if official.is_release(name):
+        return official.load_release_tokenizer(official.resolve_release(name)[0])[0]
+    return load_tokenizer(name)
 
 
 def _with_shapes(config: ModelConfig, encoder, llm) -> ModelConfig:

@@ -316,6 +316,33 @@ def release_config(release: Release, tokenizer_source: Path, encoder: str | None
     return ModelConfig.for_stage("finetune", encoder=encoder or release.spec, llm=llm or release.spec, tokenizer=tokenizer)
 
 
+def is_release(spec: str | None) -> bool:
+    """True for an alias, an m-a-p/MusiLingo-* hub id, or a local copy of a release."""
+    if not spec:
+        return False
+    if spec in ALIASES or spec.lower().startswith("m-a-p/musilingo-"):
+        return True
+    config = Path(spec) / "config.json"
+    try:
+        return config.is_file() and json.loads(config.read_text()).get("model_type") == "musilingo"
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def release_encoder(release: Release | str, device: str | torch.device, dtype: torch.dtype):
+    """The release's MERT as an AudioEncoder."""
+    release = open_release(release) if isinstance(release, str) else release
+    return build_encoder(release.read("encoder", device, dtype), device, dtype, release_normalize(release.directory))
+
+
+def release_llm(release: Release | str, device: str | torch.device, dtype: torch.dtype):
+    """The release's merged Vicuna and its tokenizer: (model, tokenizer, tokenizer source)."""
+    release = open_release(release) if isinstance(release, str) else release
+    lm = build_llm(release.read("llm", device, dtype), device, release.head_dim_hint())
+    tok, source = load_release_tokenizer(release.directory)
+    return lm, tok, source
+
+
 def load_release(spec: str, encoder: str | None = None, llm: str | None = None, device: str = "cpu",
                  dtype: str | torch.dtype = "fp32", encoder_dtype: str | torch.dtype = "fp32",
                  with_encoder: bool = True):
@@ -326,14 +353,11 @@ def load_release(spec: str, encoder: str | None = None, llm: str | None = None, 
 
     release = open_release(spec)
     lm = tok = enc = None
+    tok_source = None
     if llm is None:
-        lm = build_llm(release.read("llm", device, parse_dtype(dtype)), device, release.head_dim_hint())
-        tok, tok_source = load_release_tokenizer(release.directory)
-    else:
-        tok_source = None
+        lm, tok, tok_source = release_llm(release, device, parse_dtype(dtype))
     if with_encoder and encoder is None:
-        enc = build_encoder(release.read("encoder", device, parse_dtype(encoder_dtype)), device,
-                            parse_dtype(encoder_dtype), release_normalize(release.directory))
+        enc = release_encoder(release, device, parse_dtype(encoder_dtype))
     state = {"proj." + k: v.float() for k, v in release.read("proj").items()}
     config = release_config(release, tok_source, encoder, llm)
     if not with_encoder:  # assemble reads these from the encoder when it builds one

@@ -198,11 +198,11 @@ def test_export_release_writes_our_format(parts, waves, tmp_path):
 
     release = write_release(tmp_path / "rel", parts, FLAT, legacy=True, rotary=True, tokenizer=True)
     out = export_release(str(release), tmp_path / "ours")
-    config, state = read_checkpoint(out)
-    assert (config.encoder, config.llm) == ("encoder", "llm") and torch.equal(state["proj.weight"], parts[1])
-    resolved = ModelConfig.from_dict({**config.to_dict(), "encoder": str(out / "encoder"), "llm": str(out / "llm")})
-    model = assemble(resolved, state)
-    assert answers(model, waves) == answers(reference(parts), waves)
+    assert json.loads((out / "musilingo.json").read_text())["encoder"] == "encoder"  # relative: it travels
+    config, state = read_checkpoint(out)  # relative parts resolve inside the checkpoint directory
+    assert (config.encoder, config.llm) == (str(out / "encoder"), str(out / "llm"))
+    assert torch.equal(state["proj.weight"], parts[1])
+    assert answers(load_model(str(out)), waves) == answers(reference(parts), waves)
 
 
 def test_release_overrides_replace_parts(parts, waves, tmp_path):
@@ -289,3 +289,10 @@ def test_vicuna_v0_style_tokenizer_is_repaired(tmp_path):
     assert source == tmp_path and (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) == (1, 2, 2)
     ids = tok("the drums play a rock beat", add_special_tokens=False).input_ids
     assert 0 not in ids and tok.decode(ids) == "the drums play a rock beat"
+
+
+def test_checkpoint_whose_parts_are_a_release_loads_without_overrides(parts, waves, tmp_path):
+    release = write_release(tmp_path / "rel", parts, WRAPPED, legacy=True, rotary=True, tokenizer=True)
+    from_release = load_model(str(release))
+    ckpt = save_checkpoint(tmp_path / "ft", from_release.config, from_release.trainable_state())
+    assert answers(load_model(str(ckpt)), waves) == answers(from_release, waves)

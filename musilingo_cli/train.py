@@ -471,6 +471,8 @@ def _feature_source(config: TrainConfig, model_config, examples, dist_info: Dist
     from musilingo_cli.datasets import check_missing
 
     rate, normalize = encoder_preprocessing(model_config.encoder)
+    if model_config.normalize_audio is not None:  # the model config overrides the preprocessor (as loading does)
+        normalize = model_config.normalize_audio
     if not config.cache:
         return FeatureSource(examples, seed=config.seed, sample_rate=rate)
     from musilingo_cli.adapter import combine_and_pool
@@ -486,7 +488,9 @@ def _feature_source(config: TrainConfig, model_config, examples, dist_info: Dist
                          rank=dist_info.rank)
 
     def load():
-        return load_encoder(model_config.encoder, device=dist_info.device, dtype=parse_dtype(config.encoder_dtype))
+        encoder = load_encoder(model_config.encoder, device=dist_info.device, dtype=parse_dtype(config.encoder_dtype))
+        encoder.normalize = normalize
+        return encoder
 
     def encode(encoder, waves):
         return combine_and_pool(encoder(waves), model_config.layer_combine, model_config.pool_window).float()

@@ -27,7 +27,7 @@ def command(
     device: Optional[str] = typer.Option(None, "--device", help="cuda, cuda:1, cpu, ... (default: cuda when available)."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="LLM precision: bf16, fp16 or fp32 (default: bf16 on cuda, fp32 on cpu)."),
     encoder_dtype: Optional[str] = typer.Option(None, "--encoder-dtype", help="Encoder precision (default: as --dtype)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Items answered at once (default: 64 on cuda, 8 on cpu)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Items answered at once (default: 128 on cuda, 8 on cpu; 256 is faster on an 80+ GB GPU for short answers)."),
     encoder_batch_size: int = typer.Option(8, "--encoder-batch-size", help="Equal-length audio chunks encoded at once."),
     chunk_seconds: float = typer.Option(30.0, "--chunk-seconds", help="Long audio is encoded in chunks of this length and their tokens joined."),
     max_seconds: Optional[float] = typer.Option(None, "--max-seconds", help="Use at most the first N seconds of each file."),

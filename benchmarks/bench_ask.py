@@ -1,0 +1,210 @@
+"""Benchmark `musilingo ask`: one-at-a-time versus batched, with random weights (nothing downloaded).
+
+    .venv/bin/python benchmarks/bench_ask.py                      # tiny models on CPU
+    python benchmarks/bench_ask.py --device cuda --full-size     # MERT-330M + 7B Llama shapes, bf16
+
+Reports, each from one run after a warm-up:
+  1. encoder: ms per 10 s clip, one at a time vs batched (equal lengths);
+  2. LLM decoding at batch 1: ms per token with the dynamic cache vs static cache (+ compile on
+     CUDA), measured as (time for N new tokens - time for 1) / (N - 1), so prefill is excluded;
+  3. a batch job through the real `ask` pipeline (WAV files on disk -> decode/resample threads ->
+     encoder -> generate -> records): clips per second for ten-second clips at exactly 64 new tokens
+     (stop string off, min_new_tokens=64), one at a time (dynamic cache, as plain HF generate) vs
+     batched (static cache + compile where available).
+The tokenizer is the tests' tiny one (ids < 32001 fit the 7B vocab); answers are noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+
+def say(*parts) -> None:
+    print(*parts, flush=True)
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def build(device: str, full: bool, tmp: Path):
+    """A MusiLingo with random weights built directly on the device."""
+    from model_helpers import make_tokenizer, mert_config_dict
+    from transformers import HubertModel, LlamaConfig, LlamaForCausalLM
+
+    from musilingo_cli.config import ModelConfig
+    from musilingo_cli.encoder import AudioEncoder, mert_to_hubert_config
+    from musilingo_cli.llm import freeze, load_tokenizer
+    from musilingo_cli.model import MusiLingo
+
+    make_tokenizer(tmp / "tok")
+    tok = load_tokenizer(str(tmp / "tok"))
+    dtype = torch.bfloat16 if full else torch.float32
+    if full:  # MERT-v1-330M and a Vicuna-7B-shaped Llama
+        mert = {**mert_config_dict(1024, 24), "num_attention_heads": 16, "intermediate_size": 4096,
+                "conv_dim": [512] * 7, "num_conv_pos_embeddings": 128, "num_conv_pos_embedding_groups": 16}
+        llm_cfg = LlamaConfig(vocab_size=32001, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                              num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=2048)
+    else:
+        mert = mert_config_dict()
+        llm_cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+    llm_cfg.update({"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": None})
+    torch.manual_seed(0)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            hubert = HubertModel(mert_to_hubert_config(mert))
+            llm = LlamaForCausalLM(llm_cfg)
+    finally:
+        torch.set_default_dtype(previous)
+    # a legacy torch.Tensor(...) parameter (masked_spec_embed) ignores the device context
+    encoder = AudioEncoder(hubert.to(device), 24000, normalize=True)
+    llm.to(device)
+    config = ModelConfig.for_stage("finetune", encoder="random", llm="random", encoder_hidden_size=hubert.config.hidden_size,
+                                   llm_hidden_size=llm_cfg.hidden_size, num_hidden_states=encoder.num_hidden_states)
+    config = dataclasses.replace(config, end_sym="")  # no stop string: every answer is exactly N tokens
+    model = MusiLingo(config, freeze(llm), tok, encoder)
+    model.adapter.to(device)
+    return model
+
+
+def bench_encoder(model, device: str, batch: int, repeats: int) -> dict:
+    clip = torch.randn(batch, 10 * 24000) * 0.1
+    model.encode(clip[:1]); model.encode(clip); sync(device)  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        for k in range(batch):
+            model.encode(clip[k:k + 1])
+    sync(device)
+    alone = (time.perf_counter() - t0) / (repeats * batch)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        model.encode(clip)
+    sync(device)
+    batched = (time.perf_counter() - t0) / (repeats * batch)
+    return {"alone_ms": alone * 1e3, "batched_ms": batched * 1e3}
+
+
+def bench_decode(model, device: str, tokens: int, static: bool, batch: int = 1) -> float:
+    """ms per decoding step for `batch` ten-second clips (prefill excluded)."""
+    from musilingo_cli.generation import GenerationSettings
+
+    feats = model.encode(torch.randn(1, 10 * 24000) * 0.1)[0]
+    options = {"cache_implementation": "static"} if static else {"disable_compile": True}
+
+    def timed(n: int) -> float:
+        settings = GenerationSettings.from_preset("greedy", max_new_tokens=n)
+        sync(device)
+        t0 = time.perf_counter()
+        model.generate([feats] * batch, ["Describe the music in detail."] * batch, settings, min_new_tokens=n, **options)
+        sync(device)
+        return time.perf_counter() - t0
+
+    timed(tokens); timed(1)  # warm-up (compiles on CUDA with the static cache)
+    return (timed(tokens) - timed(1)) / (tokens - 1) * 1e3
+
+
+def bench_job(model, device: str, files: list[str], batch: int, enc_batch: int, static: bool, workers: int) -> float:
+    """Clips per second through the real ask pipeline (decode threads, encoder, generate, records)."""
+    from musilingo_cli.ask import AskConfig, run
+
+    config = AskConfig(inputs=files, questions=["Describe the music in detail."], preset="greedy", max_new_tokens=64,
+                       device=device, dtype="bf16" if device.startswith("cuda") else "fp32", batch_size=batch,
+                       encoder_batch_size=enc_batch, compile=static, workers=workers,
+                       generate_options={"min_new_tokens": 64}, on_record=lambda r: None)
+    warm = dataclasses.replace(config, inputs=files[:batch])
+    run(warm, model=model)  # compile / allocate for this batch size first
+    sync(device)
+    t0 = time.perf_counter()
+    summary = run(config, model=model)
+    sync(device)
+    assert summary["answered"] == len(files), summary
+    return len(files) / (time.perf_counter() - t0)
+
+
+def write_clips(directory: Path, n: int) -> list[str]:
+    """Ten-second 44.1 kHz stereo WAVs (so decode, downmix and resampling are all exercised)."""
+    import soundfile as sf
+
+    rng = np.random.default_rng(0)
+    files = []
+    for k in range(n):
+        path = directory / f"clip{k:04d}.wav"
+        sf.write(path, (rng.standard_normal((441000, 2)) * 0.1).astype(np.float32), 44100, subtype="PCM_16")
+        files.append(str(path))
+    return files
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--full-size", action="store_true", help="MERT-330M + 7B Llama shapes in bf16 (GPU)")
+    parser.add_argument("--quick", action="store_true", help="fewer clips and repeats")
+    parser.add_argument("--clips", type=int, default=None, help="clips in the batched job (default 512 GPU / 64 CPU)")
+    parser.add_argument("--batch-size", type=int, default=None, help="generation batch (default 128 GPU / 16 CPU)")
+    parser.add_argument("--encoder-batch-size", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--only-job", action="store_true", help="only the batched job and its decode step")
+    args = parser.parse_args()
+    cuda = args.device.startswith("cuda")
+    batch = args.batch_size or (128 if cuda else 16)
+    clips = args.clips or ((2 if args.quick else 4) * batch if cuda else (32 if args.quick else 64))
+    single = max(2, min(clips // 16, 8))
+    tokens = 32 if args.quick else 64
+
+    import transformers
+
+    say(f"bench_ask: device {args.device}"
+        + (f" ({torch.cuda.get_device_name()})" if cuda else "") + f", {'full-size' if args.full_size else 'tiny'} "
+        f"random weights, torch {torch.__version__}, transformers {transformers.__version__}")
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        model = build(args.device, args.full_size, Path(tmp))
+        say(f"built model in {time.perf_counter() - t0:.1f} s")
+
+        if not args.only_job:
+            one_at_a_time(args, model, cuda, tokens)
+        files = write_clips(Path(tmp), clips)
+        if not args.only_job:
+            alone = bench_job(model, args.device, files[:single], 1, 1, static=False, workers=args.workers)
+            say(f"job, 10 s clips x 64 new tokens, one at a time (dynamic cache), {single} clips: {alone:.2f} clips/s")
+        together = bench_job(model, args.device, files, batch, args.encoder_batch_size, static=cuda, workers=args.workers)
+        ratio = "" if args.only_job else f" ({together / alone:.1f}x one at a time)"
+        say(f"job, batch {batch}{' static+compile' if cuda else ''}, {clips} clips: {together:.2f} clips/s{ratio}")
+        step = bench_decode(model, args.device, tokens, static=cuda, batch=batch)
+        say(f"decode batch {batch}{', static cache + compile' if cuda else ''}: {step:.2f} ms/step, "
+            f"{batch * 1e3 / step:.0f} tokens/s")
+        if cuda:
+            say(f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
+
+
+def one_at_a_time(args, model, cuda: bool, tokens: int) -> None:
+    """Encoder batched vs alone, and batch-1 decoding with the dynamic vs static cache."""
+    enc = bench_encoder(model, args.device, args.encoder_batch_size, 2 if args.quick else 5)
+    say(f"encoder, 10 s clip: one at a time {enc['alone_ms']:.2f} ms/clip, batch {args.encoder_batch_size} "
+        f"{enc['batched_ms']:.2f} ms/clip ({enc['alone_ms'] / enc['batched_ms']:.2f}x)")
+    dynamic = bench_decode(model, args.device, tokens, static=False)
+    say(f"decode batch 1, dynamic cache: {dynamic:.2f} ms/token")
+    static = bench_decode(model, args.device, tokens, static=True)
+    label = "static cache + compile" if cuda else "static cache (no compile on cpu)"
+    say(f"decode batch 1, {label}: {static:.2f} ms/token ({dynamic / static:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()

@@ -64,7 +64,9 @@ class AudioEncoder(nn.Module):
     def forward(self, waves: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self.normalize:  # Wav2Vec2FeatureExtractor's per-clip normalisation
             waves = (waves - waves.mean(-1, keepdim=True)) / torch.sqrt(waves.var(-1, keepdim=True, unbiased=False) + 1e-7)
-        param = next(self.model.parameters())
+        # the conv front end takes the waveform (a buffer-like parameter such as masked_spec_embed may sit elsewhere)
+        front = getattr(self.model, "feature_extractor", self.model)
+        param = next(front.parameters())
         out = self.model(input_values=waves.to(param.device, param.dtype), output_hidden_states=True)
         return tuple(out.hidden_states)
 

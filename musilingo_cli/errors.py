@@ -28,9 +28,3 @@ class CheckpointError(MusilingoError):
 
 class ChatAPIError(MusilingoError):
     """A chat API that refuses the request (bad key, bad model, bad base URL)."""
-
-
-class NotBuiltError(MusilingoError):
-    """A subcommand that is planned but not implemented yet."""
-
-    exit_code = 3

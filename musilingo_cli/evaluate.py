@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from musilingo_cli import metrics
-from musilingo_cli.errors import ConfigError, DataError, NotBuiltError
+from musilingo_cli.errors import ConfigError, DataError
 
 SPLITS = ("mi-short", "mi-long", "musicqa", "musiccaps")
 FORMATS = ("table", "markdown", "csv", "json")
@@ -52,9 +52,10 @@ class EvalConfig:
     references: Path | None = None
     split: str | None = None
     data: Path | None = None
-    model: Path | None = None
+    model: str | None = None
     audio_dir: Path | None = None
     answers: Path | None = None
+    ask_options: dict[str, Any] = field(default_factory=dict)  # AskConfig fields for answering the split
     profile: str = "standard"
     prediction_field: str = "answer"
     reference_field: str = "reference"
@@ -393,23 +394,20 @@ def write_manifest(items: list[EvalItem], audio_dir: Path, path: Path) -> Path:
 
 
 def answer_items(items: list[EvalItem], config: EvalConfig) -> Path:
-    """Have `musilingo ask` answer the items into `config.answers` (resumable); return that path.
+    """Have `musilingo ask` answer the items into `config.answers` (resumable: ids already
+    answered there are skipped); return that path. The split goes to ask as a manifest,
+    `<answers>.manifest.jsonl`, so the records carry the split's item ids."""
+    from musilingo_cli import ask
 
-    Writes `<answers>.manifest.jsonl` (write_manifest) and hands it to
-    `musilingo_cli.ask.answer_manifest(manifest, checkpoint=, output=)`, which must append
-    `{"id", "audio", "question", "answer", "error"}` records through a Journal and skip ids already
-    in `output`. Until ask offers that hook this raises NotBuiltError.
-    """
     answers = config.answers or Path(f"{config.split}.answers.jsonl")
-    try:
-        from musilingo_cli import ask
-    except ImportError:
-        ask = None
-    if ask is None or not hasattr(ask, "answer_manifest"):
-        raise NotBuiltError("`musilingo eval --split --model` needs `musilingo ask`, which is not wired in yet; "
-                            "answer the items with ask, then run `musilingo eval --predictions FILE --split ...`")
     manifest = write_manifest(items, config.audio_dir, answers.with_name(answers.stem + ".manifest.jsonl"))
-    return Path(ask.answer_manifest(manifest, checkpoint=config.model, output=answers))
+    ask.run(ask.AskConfig(manifest=manifest, model=config.model, output=answers, **config.ask_options))
+    return answers
+
+
+def _answers_split(config: EvalConfig) -> bool:
+    """A model is named (a checkpoint, or --encoder with --llm for an untrained adapter)."""
+    return config.model is not None or bool(config.ask_options.get("encoder") and config.ask_options.get("llm"))
 
 
 def _check(config: EvalConfig) -> None:
@@ -419,9 +417,9 @@ def _check(config: EvalConfig) -> None:
         raise ConfigError(f"unknown --format {config.format!r}; choose one of {', '.join(FORMATS)}")
     if config.split is not None and config.split not in SPLITS:
         raise ConfigError(f"unknown --split {config.split!r}; choose one of {', '.join(SPLITS)}")
-    if not config.predictions and config.model is None:
+    if not config.predictions and not _answers_split(config):
         raise ConfigError("give --predictions FILE..., or --split with --model and --audio-dir to answer the split first")
-    if config.model is not None and (config.split is None or config.audio_dir is None):
+    if _answers_split(config) and (config.split is None or config.audio_dir is None):
         raise ConfigError("--model needs --split and --audio-dir")
     if config.per_item is not None and len(config.predictions) > 1:
         raise ConfigError("--per-item names one file; with several --predictions each gets <name>.scores.jsonl")
@@ -438,7 +436,7 @@ def run(config: EvalConfig) -> EvalReport:
     elif config.split is not None:
         references = load_split_items(config.split, config.data, config.hub_cache_dir)
     predictions = list(config.predictions)
-    if config.model is not None:
+    if _answers_split(config):
         predictions.append(answer_items(references, config))
     train = _read_train_captions(config.train_captions) if config.train_captions else None
     bert = metrics.BertScoreSpec(config.bertscore_model, config.bertscore_layers, config.bertscore_batch_size) if config.bertscore else None

@@ -14,7 +14,14 @@ def command(
     references: Optional[Path] = typer.Option(None, "--references", "-r", help="References: Music Instruct / MusicQA JSON, MusicCaps CSV, or a JSON list / JSONL with --reference-field. Default: the split's annotations, else references inside the predictions."),
     split: Optional[str] = typer.Option(None, "--split", help="mi-short, mi-long, musicqa or musiccaps: its test items are the references (and are answered first with --model)."),
     data: Optional[Path] = typer.Option(None, "--data", help="The split's annotations file instead of the Hugging Face hub copy."),
-    model: Optional[Path] = typer.Option(None, "--model", help="Checkpoint to answer the split with `musilingo ask` before scoring."),
+    model: Optional[str] = typer.Option(None, "--model", help="Checkpoint or official release (short, long, musicqa) to answer the split with `musilingo ask` before scoring."),
+    encoder: Optional[str] = typer.Option(None, "--encoder", help="With --model: replace its audio encoder (hub id or directory)."),
+    llm: Optional[str] = typer.Option(None, "--llm", help="With --model: replace its LLM (hub id or directory)."),
+    preset: str = typer.Option("official", "--preset", help="How the split is answered: official (sampling, T=0.1, top-p 0.5, as the paper) or greedy."),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Answer length limit (default 300, as the official code)."),
+    device: Optional[str] = typer.Option(None, "--device", help="cuda or cpu (default: cuda when available)."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="LLM dtype: bf16, fp16 or fp32."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Items generated at once."),
     audio_dir: Optional[Path] = typer.Option(None, "--audio-dir", help="Audio of the split (with --model)."),
     answers: Optional[Path] = typer.Option(None, "--answers", help="Where --model writes its answers (resumable). Default: <split>.answers.jsonl."),
     profile: str = typer.Option("standard", "--profile", help="standard (corpus word BLEU, F1; LP-MusicCaps-comparable) or musilingo-paper (replicates MusiLingo's qa.py)."),
@@ -43,6 +50,8 @@ def command(
         bertscore_layers=bertscore_layers, bertscore_batch_size=bertscore_batch_size, floor=not no_floor,
         seed=seed, train_captions=train_captions, format=format, output=output, per_item=per_item,
         write_per_item=not no_per_item,
+        ask_options={"encoder": encoder, "llm": llm, "preset": preset, "max_new_tokens": max_new_tokens,
+                     "device": device, "dtype": dtype, "batch_size": batch_size, "seed": seed},
     )
     report = evaluate.run(config)
     if format == "table":

@@ -50,9 +50,11 @@ def main() -> None:
     except MusilingoError as err:
         if os.environ.get("MUSILINGO_DEBUG"):
             raise
+        from rich.markup import escape
+
         from musilingo_cli.console import stderr
 
-        stderr.print(f"[red]error:[/red] {err}", markup=True, highlight=False)
+        stderr.print(f"[red]error:[/red] {escape(str(err))}", highlight=False)
         sys.exit(err.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         sys.stderr.write("aborted\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 # soft_wrap: a one-line error stays one line in logs, whatever the terminal width
@@ -26,4 +27,4 @@ def progress(transient: bool = False) -> Progress:
 
 def warn(message: str) -> None:
     """Print one yellow warning line on stderr."""
-    stderr.print(f"[yellow]warning:[/yellow] {message}")
+    stderr.print(f"[yellow]warning:[/yellow] {escape(message)}")  # paths may hold [brackets]

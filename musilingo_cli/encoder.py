@@ -9,6 +9,7 @@ makes a zero-padded clip differ from the same clip alone, so batches hold equal 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -75,8 +76,35 @@ class AudioEncoder(nn.Module):
         return int(self.model._get_feat_extract_output_lengths(torch.tensor(num_samples)))
 
 
+@dataclass(frozen=True)
+class EncoderInfo:
+    """What the rest of the pipeline needs to know about an encoder before loading its weights."""
+
+    sample_rate: int
+    normalize: bool
+    hidden_size: int
+    num_hidden_states: int
+
+
+def describe_encoder(name_or_path: str) -> EncoderInfo:
+    """Rate, normalisation and shapes from the encoder's config files (no weights are read)."""
+    from musilingo_cli import official
+
+    if official.is_release(name_or_path):
+        return official.release_encoder_info(name_or_path)
+    directory = resolve_dir(name_or_path, "audio encoder", ENCODER_FILES)
+    config = _read_json(directory / "config.json", required=True)
+    rate, normalize = _preprocessing(directory, config)
+    return EncoderInfo(rate, normalize, config["hidden_size"], config["num_hidden_layers"] + 1)
+
+
 def load_encoder(name_or_path: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> AudioEncoder:
-    """Load MERT (hub id or local directory) as HubertModel, or any transformers audio model."""
+    """Load MERT (hub id or local directory) as HubertModel, any transformers audio model, or the
+    MERT inside an official MusiLingo release."""
+    from musilingo_cli import official
+
+    if official.is_release(name_or_path):
+        return official.release_encoder(name_or_path, device, dtype)
     directory = resolve_dir(name_or_path, "audio encoder", ENCODER_FILES)
     config_dict = _read_json(directory / "config.json", required=True)
     model = _build(config_dict, directory)

@@ -15,6 +15,7 @@ import torch
 from musilingo_cli.checkpoint import is_checkpoint, read_checkpoint, read_official_pth
 from musilingo_cli.config import OFFICIAL_ENCODER, ModelConfig
 from musilingo_cli.console import warn
+from musilingo_cli.encoder import load_encoder
 from musilingo_cli.errors import CheckpointError, ConfigError
 from musilingo_cli.llm import load_llm, load_tokenizer, parse_dtype
 from musilingo_cli.model import MusiLingo
@@ -60,7 +61,7 @@ def assemble(config: ModelConfig, state: dict[str, torch.Tensor] | None, device:
     """Load the parts the config names (or take given ones) and the adapter weights."""
     enc = encoder_model
     if enc is None and with_encoder:
-        enc = _encoder_part(config.encoder, device, parse_dtype(encoder_dtype))
+        enc = load_encoder(config.encoder, device=device, dtype=parse_dtype(encoder_dtype))
     if enc is not None and config.normalize_audio is not None:
         enc.normalize = config.normalize_audio
     lm, tok = llm_model, tokenizer
@@ -77,16 +78,8 @@ def assemble(config: ModelConfig, state: dict[str, torch.Tensor] | None, device:
     return model
 
 
-# A part may itself be an official release (e.g. a checkpoint fine-tuned from `--init short`).
-def _encoder_part(name: str, device: str, dtype: torch.dtype):
-    from musilingo_cli import official
-    from musilingo_cli.encoder import load_encoder
-
-    if official.is_release(name):
-        return official.release_encoder(name, device, dtype)
-    return load_encoder(name, device=device, dtype=dtype)
-
-
+# A part may itself be an official release (e.g. a checkpoint fine-tuned from `--init short`);
+# load_encoder handles that itself, the LLM and tokenizer are dispatched here.
 def _llm_part(name: str, device: str, dtype: torch.dtype):
     from musilingo_cli import official
 

@@ -36,6 +36,7 @@ RELEASE_FILES = ["*.json", "*.safetensors", "tokenizer*", "*.model"]
 VICUNA_V0_TOKENIZER = "lmsys/vicuna-7b-delta-v0"
 TOKENIZER_FILES = ["tokenizer*", "special_tokens_map.json", "added_tokens.json"]
 MERT_ENCODER = "m-a-p/MERT-v1-330M"
+MERT_RATE = 24000  # MERT-v1 hears 24 kHz audio
 INDEX_FILE = "model.safetensors.index.json"
 
 # MERT-v1-330M as documented (mert-as-hubert.md §3.2); sizes are re-read from the tensors.
@@ -219,7 +220,7 @@ def build_encoder(state: dict[str, torch.Tensor], device: str | torch.device, dt
     with torch.device("meta"):
         model = HubertModel(mert_to_hubert_config(mert_config_from(state)))
     _assign(model, state, "MERT encoder")
-    return AudioEncoder(model, 24000, normalize)
+    return AudioEncoder(model, MERT_RATE, normalize)
 
 
 def build_llm(state: dict[str, torch.Tensor], device: str | torch.device, head_dim: int | None = None):
@@ -335,6 +336,24 @@ def release_encoder(release: Release | str, device: str | torch.device, dtype: t
     return build_encoder(release.read("encoder", device, dtype), device, dtype, release_normalize(release.directory))
 
 
+def release_encoder_info(spec: str):
+    """EncoderInfo of the release's MERT from tensor names and shapes (no weights are read)."""
+    from musilingo_cli.encoder import EncoderInfo
+
+    release = open_release(spec)
+    prefix = release.prefixes["encoder"]
+    layers = _count({k[len(prefix):]: 0 for k in release.keys_of("encoder")}, r"encoder\.layers\.(\d+)\.")
+    hidden = _shape(release, release.prefixes["proj"] + "weight")[1]  # llama_proj.weight is [H, D]
+    return EncoderInfo(MERT_RATE, release_normalize(release.directory), hidden, layers + 1)
+
+
+def _shape(release: Release, key: str) -> list[int]:
+    from safetensors import safe_open
+
+    with safe_open(str(release.shards[key]), framework="pt", device="cpu") as f:
+        return list(f.get_slice(key).get_shape())
+
+
 def release_llm(release: Release | str, device: str | torch.device, dtype: torch.dtype):
     """The release's merged Vicuna and its tokenizer: (model, tokenizer, tokenizer source)."""
     release = open_release(release) if isinstance(release, str) else release
@@ -361,8 +380,8 @@ def load_release(spec: str, encoder: str | None = None, llm: str | None = None, 
     state = {"proj." + k: v.float() for k, v in release.read("proj").items()}
     config = release_config(release, tok_source, encoder, llm)
     if not with_encoder:  # assemble reads these from the encoder when it builds one
-        layers = _count({k[len(release.prefixes["encoder"]):]: 0 for k in release.keys_of("encoder")}, r"encoder\.layers\.(\d+)\.")
-        config = dataclasses.replace(config, encoder_hidden_size=state["proj.weight"].shape[1], num_hidden_states=layers + 1)
+        info = release_encoder_info(spec)
+        config = dataclasses.replace(config, encoder_hidden_size=info.hidden_size, num_hidden_states=info.num_hidden_states)
     return assemble(config, state, device, dtype, encoder_dtype, with_encoder,
                     llm_model=lm, tokenizer=tok, encoder_model=enc)
 

@@ -217,9 +217,11 @@ def _barrier() -> None:
 def model_config_for(config: TrainConfig):
     """The ModelConfig to train and the adapter state to start from (from --init, if given)."""
     from musilingo_cli.config import OFFICIAL_ENCODER, OFFICIAL_LLM, ModelConfig
+    from musilingo_cli.encoder import describe_encoder
 
     base, state = {}, None
     if config.init:
+        from musilingo_cli import official
         from musilingo_cli.checkpoint import is_checkpoint, read_checkpoint, read_official_pth
 
         if is_checkpoint(config.init):
@@ -227,32 +229,21 @@ def model_config_for(config: TrainConfig):
             base = {"encoder": init_config.encoder, "llm": init_config.llm, "tokenizer": init_config.tokenizer}
         elif str(config.init).endswith(".pth") and Path(config.init).is_file():
             state = read_official_pth(config.init)
+        elif official.is_release(config.init):  # e.g. --init short: its adapter, MERT and Vicuna
+            release = official.open_release(config.init)
+            state = {"proj." + k: v.float() for k, v in release.read("proj").items()}
+            base = {"encoder": release.spec, "llm": release.spec}
         else:
-            raise CheckpointError(f"--init {config.init}: not one of our checkpoint directories nor an official .pth")
+            raise CheckpointError(f"--init {config.init}: not one of our checkpoint directories, an official .pth, "
+                                  "nor an official release (short, long, musicqa)")
     encoder = config.encoder or base.get("encoder") or OFFICIAL_ENCODER
     llm = config.llm or base.get("llm") or OFFICIAL_LLM
     overrides = {"layer_combine": config.layer_combine, "pool_window": config.pool_window,
                  **({"max_txt_len": config.max_txt_len} if config.max_txt_len else {}),
                  **({"tokenizer": base["tokenizer"]} if base.get("tokenizer") and not config.llm else {})}
-    return ModelConfig.for_stage(config.stage, encoder=encoder, llm=llm, **overrides, **encoder_shapes(encoder)), state
-
-
-def encoder_shapes(encoder: str) -> dict[str, int]:
-    """Hidden size and number of hidden states from the encoder's config.json (no weights read)."""
-    from musilingo_cli.encoder import ENCODER_FILES
-    from musilingo_cli.hub import resolve_dir
-
-    cfg = json.loads((resolve_dir(encoder, "audio encoder", ENCODER_FILES) / "config.json").read_text())
-    return {"encoder_hidden_size": cfg["hidden_size"], "num_hidden_states": cfg["num_hidden_layers"] + 1}
-
-
-def encoder_preprocessing(encoder: str) -> tuple[int, bool]:
-    """(sample rate, normalise) as the encoder's preprocessor config says."""
-    from musilingo_cli.encoder import ENCODER_FILES, _preprocessing
-    from musilingo_cli.hub import resolve_dir
-
-    directory = resolve_dir(encoder, "audio encoder", ENCODER_FILES)
-    return _preprocessing(directory, json.loads((directory / "config.json").read_text()))
+    info = describe_encoder(encoder)
+    shapes = {"encoder_hidden_size": info.hidden_size, "num_hidden_states": info.num_hidden_states}
+    return ModelConfig.for_stage(config.stage, encoder=encoder, llm=llm, **overrides, **shapes), state
 
 
 def _trainable_module(model):
@@ -470,7 +461,10 @@ def _feature_source(config: TrainConfig, model_config, examples, dist_info: Dist
     """Run the cache pass (if caching) and return where features come from."""
     from musilingo_cli.datasets import check_missing
 
-    rate, normalize = encoder_preprocessing(model_config.encoder)
+    from musilingo_cli.encoder import describe_encoder
+
+    info = describe_encoder(model_config.encoder)
+    rate, normalize = info.sample_rate, info.normalize
     if model_config.normalize_audio is not None:  # the model config overrides the preprocessor (as loading does)
         normalize = model_config.normalize_audio
     if not config.cache:

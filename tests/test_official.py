@@ -10,6 +10,7 @@ Each must give the same features and the same greedy answers as the parts loaded
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -296,3 +297,25 @@ def test_checkpoint_whose_parts_are_a_release_loads_without_overrides(parts, wav
     from_release = load_model(str(release))
     ckpt = save_checkpoint(tmp_path / "ft", from_release.config, from_release.trainable_state())
     assert answers(load_model(str(ckpt)), waves) == answers(from_release, waves)
+
+
+def test_training_can_start_from_a_release(parts, waves, tmp_path):
+    """`train --init short`: the release's projection, MERT and Vicuna; the result loads alone."""
+    from train_helpers import train_config, write_clips, write_qa_jsonl
+
+    from musilingo_cli import train
+
+    release = write_release(tmp_path / "rel", parts, WRAPPED, legacy=True, rotary=True, tokenizer=True)
+    names = write_clips(tmp_path / "audio", 2)
+    data = write_qa_jsonl(tmp_path / "qa.jsonl", names)
+    config = train_config(tmp_path, llm=None, mert=None, data=data, audio_dir=tmp_path / "audio", init=str(release),
+                          pool_window=325, max_steps=1, save_every=1)
+    config = dataclasses.replace(config, encoder=None, llm=None)  # the parts come from --init
+    model_config, state = train.model_config_for(config)
+    assert (model_config.encoder, model_config.llm) == (str(release), str(release))
+    assert torch.equal(state["proj.weight"], parts[1])
+    result = train.run(config)
+    trained = load_model(str(result.final))
+    assert trained.config.encoder == str(release)
+    assert not torch.equal(trained.adapter.proj.weight, parts[1])  # one step moved it
+    assert len(answers(trained, waves)) == len(QUESTIONS)

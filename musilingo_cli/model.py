@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from transformers import StoppingCriteriaList
 
 from musilingo_cli.adapter import Adapter, combine_and_pool
 from musilingo_cli.config import AUDIO_HERE, AUDIO_SLOT, ModelConfig
@@ -33,6 +34,17 @@ class Batch:
     inputs_embeds: torch.Tensor  # [B, S, H]
     attention_mask: torch.Tensor  # [B, S]
     labels: torch.Tensor | None  # [B, S], IGNORE outside the targets
+
+
+class DecodedStop:
+    """Stop a row once its decoded tail holds `end_sym` (a fallback for any tokenizer)."""
+
+    def __init__(self, tokenizer, end_sym: str, tail: int = 8):
+        self.tokenizer, self.end_sym, self.tail = tokenizer, end_sym, tail
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, -self.tail:])
+        return torch.tensor([self.end_sym in t for t in texts], device=input_ids.device)
 
 
 class MusiLingo(nn.Module):
@@ -126,12 +138,24 @@ class MusiLingo(nn.Module):
         batch = self.build_batch(features, questions, padding_side="left")
         kwargs = {**settings.generate_kwargs(), **generate_kwargs}
         if self.config.end_sym:
-            kwargs.update(stop_strings=[self.config.end_sym], tokenizer=self.tokenizer)
+            kwargs["stopping_criteria"] = StoppingCriteriaList([self._stop_criterion()])
         out = self.llm.generate(inputs_embeds=batch.inputs_embeds,
                                 attention_mask=batch.attention_mask.to(batch.inputs_embeds.device),
                                 pad_token_id=self.tokenizer.pad_token_id, **kwargs)
         texts = self.tokenizer.batch_decode(out, skip_special_tokens=True)
         return [postprocess(t, self.config.end_sym) for t in texts]
+
+    def _stop_criterion(self):
+        """Per-row stop at end_sym: transformers' vectorised StopStringCriteria when the tokenizer
+        can spell end_sym, else a decoding check (e.g. '\n' in a vocabulary without it)."""
+        if getattr(self, "_stop", None) is None:
+            from transformers import StopStringCriteria
+
+            try:
+                self._stop = StopStringCriteria(self.tokenizer, [self.config.end_sym])
+            except ValueError:
+                self._stop = DecodedStop(self.tokenizer, self.config.end_sym)
+        return self._stop
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """Only the trained tensors (what a checkpoint holds)."""

@@ -160,3 +160,20 @@ def test_stage1_has_no_prompt(tmp_path, waves):
     target = model.tokenizer("a calm piano piece\n", add_special_tokens=False).input_ids
     assert batch.inputs_embeds.shape[1] == 1 + n_audio + len(target)  # BOS, audio, caption + "\n"
     assert model.config.max_txt_len == 32 and model.config.end_sym == "\n"
+
+
+def test_decoded_stop_is_per_row(model):
+    from musilingo_cli.model import DecodedStop
+
+    tok = model.tokenizer
+    rows = [tok("It is rock.###", add_special_tokens=False).input_ids, tok("It is a calm song", add_special_tokens=False).input_ids]
+    width = max(map(len, rows))
+    ids = torch.tensor([[tok.pad_token_id] * (width - len(r)) + r for r in rows])
+    assert DecodedStop(tok, "###")(ids, None).tolist() == [True, False]
+
+
+def test_stage1_generates_when_end_symbol_is_not_in_vocabulary(tmp_path, waves):
+    model = build_model(tmp_path, stage="pretrain")  # the tests' tokenizer cannot spell "\n"
+    features = list(model.encode(waves[:1]))
+    [answer] = model.generate(features, [None], GenerationSettings.from_preset("greedy", max_new_tokens=4))
+    assert isinstance(answer, str) and answer

@@ -81,6 +81,7 @@ class TrainConfig:
     zero_stage: int = 2
     deepspeed_config: str | None = None  # a user's own JSON; batch sizes and precision are filled in
     gradient_checkpointing: bool = False
+    compile: bool = False  # torch.compile the frozen LLM (dynamic shapes): the fastest cached step on GPUs
     # features
     cache: bool = True
     cache_dir: str | None = None  # default: {out}/features
@@ -525,6 +526,8 @@ def _build_model(config: TrainConfig, model_config, init_state, dist_info: Dist,
         # HF only checkpoints in train mode; the LLM's weights stay frozen (Llama has no dropout)
         model.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.llm.train()
+    if config.compile:
+        model.llm = torch.compile(model.llm, dynamic=True)  # rows are padded to each batch's longest
     return model
 
 

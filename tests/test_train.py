@@ -224,3 +224,15 @@ def test_an_existing_run_needs_resume(setup, dist_env):
     config = train_config(setup["root"] / "zero3", setup["llm"], setup["mert"], setup["words"], setup["audio"])
     with pytest.raises(ConfigError, match="--resume"):
         run(config)
+
+
+def test_compiled_llm_gives_the_same_losses(setup, dist_env):
+    """--compile changes speed, not numbers (CPU inductor; fp32)."""
+    losses = {}
+    for compiled in (False, True):
+        tmp = setup["root"] / f"compile{compiled}"
+        config = train_config(tmp, setup["llm"], setup["mert"], setup["qa"], setup["audio"], max_steps=2,
+                              save_every=2, compile=compiled, cache_dir=str(setup["root"] / "cache"))
+        run(config)
+        losses[compiled] = [r["loss"] for r in read_jsonl(tmp / "run" / "metrics.jsonl")]
+    assert losses[True] == pytest.approx(losses[False], rel=1e-4)

@@ -40,6 +40,7 @@ def command(
     zero_stage: Optional[int] = typer.Option(None, "--zero-stage", help="DeepSpeed ZeRO stage (default 2).", rich_help_panel=_ENGINE),
     deepspeed_config: Optional[str] = typer.Option(None, "--deepspeed-config", help="Your own DeepSpeed JSON (batch sizes and precision are filled in).", rich_help_panel=_ENGINE),
     gradient_checkpointing: Optional[bool] = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing", help="Recompute LLM activations in the backward pass (less memory, slower).", rich_help_panel=_ENGINE),
+    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the frozen LLM (fastest on GPUs; compiling takes a minute or two).", rich_help_panel=_ENGINE),
     local_rank: Optional[int] = typer.Option(None, "--local_rank", "--local-rank", hidden=True, help="Set by the deepspeed launcher."),
 ) -> None:
     """Train the adapter (DeepSpeed ZeRO): --stage pretrain on LP-MusicCaps-MSD, --stage finetune on MI / MusicQA / MusicCaps or your own data."""
@@ -53,7 +54,8 @@ def command(
                      cache=cache, cache_dir=cache_dir, crops_per_clip=crops_per_clip,
                      max_missing_fraction=max_missing_fraction, micro_batch=micro_batch, grad_accum=grad_accum, lr=lr,
                      seed=seed, layer_combine=layer_combine, precision=precision, zero_stage=zero_stage,
-                     deepspeed_config=deepspeed_config, gradient_checkpointing=gradient_checkpointing)
+                     deepspeed_config=deepspeed_config, gradient_checkpointing=gradient_checkpointing,
+                     compile=compile)
     result = run(resolve_config(overrides, config_file))
     if int(os.environ.get("RANK", "0")) == 0:
         stdout.print(str(result.final))

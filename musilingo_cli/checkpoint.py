@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from musilingo_cli.config import ModelConfig
-from musilingo_cli.errors import CheckpointError, ConfigError
+from musilingo_cli.errors import CheckpointError
 
 ADAPTER_FILE = "adapter.safetensors"
 CONFIG_FILE = "musilingo.json"

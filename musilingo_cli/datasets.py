@@ -27,6 +27,7 @@ from typing import Any
 
 from musilingo_cli.config import CAPTION_INSTRUCTION
 from musilingo_cli.errors import DataError
+from musilingo_cli.jsonfiles import iter_jsonl_objects, read_json
 
 FORMATS = ("msd", "musiccaps", "mi", "musicqa", "jsonl")
 SPLITS = ("train", "test", "all")
@@ -118,12 +119,10 @@ def detect_format(path: Path) -> str:
 
 def _first_record(path: Path) -> Any:
     if path.suffix == ".jsonl":
-        with path.open(encoding="utf-8") as f:
-            for line in f:
-                if line.strip():
-                    return _loads(line, path)
+        for _, row in iter_jsonl_objects(path):
+            return row
         raise DataError(f"{path}: the file is empty")
-    return _load_json(path)
+    return read_json(path)
 
 
 # --- readers -----------------------------------------------------------------------------------
@@ -163,8 +162,8 @@ def _msd_rows(path: Path, split: str) -> list[dict]:
 
         return pq.read_table(path, columns=["path", "caption_writing"]).to_pylist()
     if path.suffix == ".jsonl":
-        return _read_jsonl(path)
-    data = _load_json(path)
+        return [row for _, row in iter_jsonl_objects(path)]
+    data = read_json(path)
     if isinstance(data, dict) and split in data:  # {"train": [...], "test": [...]}
         data = data[split]
     if not isinstance(data, list):
@@ -213,7 +212,7 @@ def read_musiccaps(path: Path, split: str = "train") -> list[Example]:
         with path.open(newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
     else:
-        data = _load_json(path)
+        data = read_json(path)
         rows = data.get("ann") if isinstance(data, dict) else None
         if not isinstance(rows, list):
             raise DataError(f"{path}: expected a MusicCaps CSV or {{\"ann\": [...]}} JSON")
@@ -228,7 +227,7 @@ def read_musiccaps(path: Path, split: str = "train") -> list[Example]:
 
 def read_mi(path: Path, split: str = "train") -> list[Example]:
     """Music Instruct: `{"QA": [{question, answer, ytid, is_audioset_eval, ...}]}`."""
-    data = _load_json(path)
+    data = read_json(path)
     rows = data.get("QA") if isinstance(data, dict) else None
     if not isinstance(rows, list):
         raise DataError(f"{path}: expected Music Instruct JSON {{\"QA\": [...]}}")
@@ -243,7 +242,7 @@ def read_mi(path: Path, split: str = "train") -> list[Example]:
 
 def read_musicqa(path: Path, split: str = "train") -> list[Example]:
     """MusicQA: a list of `{audio_name, conversation: [{from: human, value}, {from: gpt, value}]}`."""
-    data = _load_json(path)
+    data = read_json(path)
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a MusicQA JSON list of {{audio_name, conversation}}")
     out = []
@@ -260,7 +259,7 @@ def read_musicqa(path: Path, split: str = "train") -> list[Example]:
 def read_jsonl_qa(path: Path, split: str = "train") -> list[Example]:
     """Users' own data: JSONL with `audio`, `question` (may be empty or absent) and `answer`."""
     out = []
-    for i, row in enumerate(_read_jsonl(path)):
+    for i, row in enumerate([row for _, row in iter_jsonl_objects(path)]):
         _require(row, ("audio", "answer"), path, i)
         question = row.get("question") or None
         crop = row.get("crop_seconds")
@@ -309,20 +308,3 @@ def _require(row: Any, keys: tuple[str, ...], path: Path, index: int) -> None:
         raise DataError(f"{path}: item {index} has no {', '.join(missing)} (keys: {', '.join(sorted(row))})")
 
 
-def _load_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}: not valid JSON (line {err.lineno}: {err.msg})") from None
-
-
-def _loads(line: str, path: Path) -> Any:
-    try:
-        return json.loads(line)
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}: a line is not valid JSON ({err.msg})") from None
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    with path.open(encoding="utf-8") as f:
-        return [_loads(line, path) for line in f if line.strip()]

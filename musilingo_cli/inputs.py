@@ -11,13 +11,13 @@ from __future__ import annotations
 import csv
 import glob
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from musilingo_cli.audio import AUDIO_EXTENSIONS
 from musilingo_cli.errors import ConfigError, DataError
+from musilingo_cli.jsonfiles import read_jsonl_objects
 
 _GLOB_CHARS = set("*?[")
 _MANIFEST_COLUMNS = {"path", "question", "id"}
@@ -95,7 +95,7 @@ def read_manifest(path: str | Path, default_questions: list[str]) -> list[Item]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"--manifest {path}: no such file")
-    rows = _read_jsonl_rows(path) if path.suffix.lower() in (".jsonl", ".ndjson") else _read_csv_rows(path)
+    rows = read_jsonl_objects(path) if path.suffix.lower() in (".jsonl", ".ndjson") else _read_csv_rows(path)
     items = []
     for number, row in rows:
         audio = str(row.get("path") or "").strip()
@@ -124,21 +124,6 @@ def _read_csv_rows(path: Path) -> list[tuple[int, dict]]:
     if not reader.fieldnames or "path" not in reader.fieldnames:
         raise DataError(f"{path}: a manifest needs a `path` column (found: {', '.join(reader.fieldnames or []) or 'no header'})")
     return [(number, row) for number, row in enumerate(reader, start=2)]
-
-
-def _read_jsonl_rows(path: Path) -> list[tuple[int, dict]]:
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-        if not isinstance(row, dict):
-            raise DataError(f"{path}:{number}: each line must be a JSON object with a `path` key")
-        rows.append((number, row))
-    return rows
 
 
 def _check_unique_ids(path: Path, items: list[Item]) -> None:

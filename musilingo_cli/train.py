@@ -377,8 +377,6 @@ class FeatureSource:
 
 def run(config: TrainConfig) -> TrainResult:
     """Train the adapter as `config` says; write checkpoints, metrics.jsonl and loss.png under `out`."""
-    import torch
-
     from musilingo_cli.console import stderr
 
     dist_info = setup_distributed()

@@ -2,7 +2,6 @@
 scored; a clip whose audio is missing is answered with an error record and counted as failed."""
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest

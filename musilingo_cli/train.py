@@ -387,7 +387,6 @@ def run(config: TrainConfig) -> TrainResult:
         if not config.resume and (out / "deepspeed" / "latest").exists():
             raise ConfigError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
     _seed_everything(config.seed + dist_info.rank)
-    model_config, init_state = model_config_for(config)
 
     from musilingo_cli.datasets import check_missing, load_examples
 
@@ -396,6 +395,7 @@ def run(config: TrainConfig) -> TrainResult:
     loaded = load_examples(config.data, config.audio_dir, config.format, config.split)
     check_missing(len(loaded.missing), loaded.total, config.max_missing_fraction,
                   loaded.missing[0] if loaded.missing else None)
+    model_config, init_state = model_config_for(config)  # after the data checks: it may download configs
     source = _feature_source(config, model_config, loaded.examples, dist_info)
     examples = source.examples
     skipped = loaded.total - len(examples)  # missing files + (cached runs) undecodable ones

@@ -235,3 +235,20 @@ def test_compiled_llm_gives_the_same_losses(setup, dist_env):
         run(config)
         losses[compiled] = [r["loss"] for r in read_jsonl(tmp / "run" / "metrics.jsonl")]
     assert losses[True] == pytest.approx(losses[False], rel=1e-4)
+
+
+def test_bf16_run_matches_fp32_and_saves_an_fp32_adapter(setup, dist_env):
+    """bf16 precision (DeepSpeed bf16 on CPU) computes the same losses as fp32 up to bf16 rounding,
+    and the saved adapter stays fp32."""
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        tmp = setup["root"] / f"precision-{precision}"
+        run(train_config(tmp, setup["llm"], setup["mert"], setup["qa"], setup["audio"], precision=precision,
+                         max_steps=3, save_every=3, cache_dir=str(setup["root"] / "cache")))
+        losses[precision] = [r["loss"] for r in read_jsonl(tmp / "run" / "metrics.jsonl")]
+    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.05)
+    assert losses["bf16"] != losses["fp32"]  # it really ran in bf16
+    from safetensors.torch import load_file
+
+    saved = load_file(setup["root"] / "precision-bf16" / "run" / "final" / "adapter.safetensors")
+    assert saved["proj.weight"].dtype == torch.float32

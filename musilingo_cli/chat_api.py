@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import email.utils
 import json
+import os
 import random
 import re
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from musilingo_cli.errors import ChatAPIError
@@ -86,7 +88,7 @@ class ChatSettings:
 
     model: str
     base_url: str | None = None
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)  # never in a repr, a log or a traceback
     timeout: float = 60.0
     max_retries: int = 6
     retry_base: float = 1.0
@@ -95,6 +97,19 @@ class ChatSettings:
     temperature: float | None = 0.7
     seed: int | None = None
     json_mode: bool = True
+
+
+def read_api_key(key_file: str | Path | None = None) -> str | None:
+    """The API key from `key_file` (first line) if given, else from OPENAI_API_KEY."""
+    if key_file is None:
+        return os.environ.get("OPENAI_API_KEY")
+    try:
+        key = Path(key_file).read_text(encoding="utf-8").strip().splitlines()
+    except OSError as err:
+        raise ChatAPIError(f"--api-key-file {key_file}: cannot read it ({err.strerror})") from None
+    if not key or not key[0].strip():
+        raise ChatAPIError(f"--api-key-file {key_file}: the file is empty; put the key on its first line")
+    return key[0].strip()
 
 
 class ChatClient:

@@ -57,6 +57,7 @@ class MakeMIConfig:
     kinds: tuple[str, ...] = KINDS
     model: str = "gpt-4o-mini"
     base_url: str | None = None
+    api_key_file: Path | None = None  # else OPENAI_API_KEY; the key itself is never stored here
     id_column: str = "ytid"
     caption_column: str = "caption"
     split_column: str | None = "is_audioset_eval"
@@ -398,14 +399,14 @@ def _plan(captions: list[Caption], config: MakeMIConfig, state: _State) -> list[
 
 def _execute(config, todo, state: _State, journal, prompts, filter_prompt) -> None:
     """Run the units on `concurrency` worker threads; only this thread writes the journal."""
-    from musilingo_cli.chat_api import ChatClient, ChatSettings
+    from musilingo_cli.chat_api import ChatClient, ChatSettings, read_api_key
 
     if not todo:
         return
     stop = threading.Event()
     settings = ChatSettings(
         model=config.model, base_url=config.base_url or os.environ.get("OPENAI_BASE_URL") or None,
-        api_key=os.environ.get("OPENAI_API_KEY"), timeout=config.timeout, max_retries=config.max_retries,
+        api_key=read_api_key(config.api_key_file), timeout=config.timeout, max_retries=config.max_retries,
         retry_base=config.retry_base, retry_max=config.retry_max, requests_per_minute=config.requests_per_minute,
         temperature=config.temperature, seed=config.seed,
     )

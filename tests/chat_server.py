@@ -193,7 +193,8 @@ def _handler(server: ChatServer):
             kind = "filter" if "<pairs>" in next((m["content"] for m in messages if m.get("role") == "user"), "") else "generate"
             # The same messages twice = the same request twice (short and long differ in prompts).
             request_sha = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()[:12]
-            entry = {"kind": kind, "caption": caption, "request": request_sha, "json_mode": "response_format" in request}
+            entry = {"kind": kind, "caption": caption, "request": request_sha, "json_mode": "response_format" in request,
+                     "authorization": self.headers.get("Authorization")}
             if kind == "filter" and server.hold_at_filter is not None:
                 with server._lock:
                     server._filters_seen += 1

@@ -205,6 +205,18 @@ def test_refused_key_fails_fast_without_showing_it(tmp_path):
     assert SECRET not in result.stderr + result.stdout and "Traceback" not in result.stderr
 
 
+def test_key_file_is_sent_and_never_shown(tmp_path):
+    key_file = tmp_path / "key.txt"
+    key_file.write_text("sk-from-a-key-file\n")
+    with ChatServer() as server:
+        result = run_cli(fast_args(server.base_url, tmp_path / "out", "--captions", str(write_excerpt(tmp_path, rows=2)),
+                                   "--kind", "short", "--api-key-file", str(key_file)))
+        assert result.returncode == 0, result.stderr
+        assert {e["authorization"] for e in server.log} == {"Bearer sk-from-a-key-file"}  # the file wins over the env
+    written = "".join(p.read_text() for p in (tmp_path / "out").rglob("*") if p.is_file())
+    assert "sk-from-a-key-file" not in result.stdout + result.stderr + written
+
+
 def test_server_without_json_mode_gets_plain_requests(tmp_path):
     with ChatServer(reject_json_mode=True) as server:
         result = run_cli(fast_args(server.base_url, tmp_path / "out", "--captions", str(write_excerpt(tmp_path, rows=3)),

@@ -17,6 +17,7 @@ def command(
     kind: str = typer.Option("both", "--kind", help="short (MI v1), long (MI v2) or both."),
     model: str = typer.Option("gpt-4o-mini", "--model", help="Chat model name on the server."),
     base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible API URL (vLLM, llama.cpp, Ollama: http://host:port/v1); default $OPENAI_BASE_URL or OpenAI. Key: $OPENAI_API_KEY."),
+    api_key_file: Optional[Path] = typer.Option(None, "--api-key-file", help="Read the API key from this file (first line) instead of $OPENAI_API_KEY."),
     id_column: str = typer.Option("ytid", "--id-column", help="Column (or JSONL key) with the clip id."),
     caption_column: str = typer.Option("caption", "--caption-column", help="Column (or JSONL key) with the caption."),
     split_column: str = typer.Option("is_audioset_eval", "--split-column", help="Column saying test (True/test) or train (False/train); '' = all train."),
@@ -49,7 +50,7 @@ def command(
     if kinds is None:
         raise ConfigError(f"--kind must be short, long or both, not '{kind}'")
     config = MakeMIConfig(
-        captions=captions, out=out, kinds=kinds, model=model, base_url=base_url,
+        captions=captions, out=out, kinds=kinds, model=model, base_url=base_url, api_key_file=api_key_file,
         id_column=id_column, caption_column=caption_column, split_column=split_column or None,
         prompt_short=prompt_short, prompt_long=prompt_long, filter_prompt=filter_prompt,
         concurrency=concurrency, requests_per_minute=requests_per_minute or None, limit=limit, seed=seed,

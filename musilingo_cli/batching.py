@@ -78,24 +78,29 @@ def decode_ahead(paths: Iterable[str], load: Callable[[str], Clip], workers: int
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-def encode_clips(encode: Callable[[torch.Tensor], torch.Tensor], clips: list[Clip], batch_size: int) -> list[torch.Tensor]:
-    """Features of each clip: its chunks encoded in batches of equal length, then concatenated.
-
-    `encode` maps [B, S] equal-length waves to [B, T', D] or [B, L, T', D] features; the result
-    per clip is [sum T', D] or [L, sum T', D] (time is dim -2 in both layouts).
-    """
-    by_length: dict[int, list[tuple[int, int]]] = collections.defaultdict(list)
-    for i, clip in enumerate(clips):
-        for j, piece in enumerate(clip.chunks):
-            by_length[len(piece)].append((i, j))
-    pieces: dict[tuple[int, int], torch.Tensor] = {}
+def encode_equal_lengths(encode: Callable[[torch.Tensor], torch.Tensor], waves: list[np.ndarray],
+                         batch_size: int) -> list[torch.Tensor]:
+    """Features of each wave, in input order, encoded in batches of equal-length waves only (MERT
+    never sees padding). `encode` maps [B, S] to [B, ...] features."""
+    by_length: dict[int, list[int]] = collections.defaultdict(list)
+    for i, wave in enumerate(waves):
+        by_length[len(wave)].append(i)
+    out: list[torch.Tensor | None] = [None] * len(waves)
     for where in by_length.values():
         for start in range(0, len(where), max(1, batch_size)):
             group = where[start:start + batch_size]
-            waves = np.stack([clips[i].chunks[j] for i, j in group]).astype(np.float32, copy=False)
-            feats = encode(torch.from_numpy(waves)).cpu()
-            pieces.update(zip(group, feats))
-    return [torch.cat([pieces[i, j] for j in range(len(clip.chunks))], dim=-2) for i, clip in enumerate(clips)]
+            batch = np.stack([waves[i] for i in group]).astype(np.float32, copy=False)
+            for i, feats in zip(group, encode(torch.from_numpy(batch))):
+                out[i] = feats
+    return out
+
+
+def encode_clips(encode: Callable[[torch.Tensor], torch.Tensor], clips: list[Clip], batch_size: int) -> list[torch.Tensor]:
+    """Features of each clip: its chunks encoded with every equal-length chunk of the window, then
+    concatenated in time ([sum T', D] or [L, sum T', D]; time is dim -2 in both layouts)."""
+    pieces = [piece for clip in clips for piece in clip.chunks]
+    feats = iter(f.cpu() for f in encode_equal_lengths(encode, pieces, batch_size))
+    return [torch.cat([next(feats) for _ in clip.chunks], dim=-2) for clip in clips]
 
 
 def length_batches(lengths: list[int], batch_size: int) -> list[list[int]]:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -242,13 +241,14 @@ def build_cache(examples: list[Example], cache: FeatureCache, crops_per_clip: in
 def _encode_all(todo, cache: FeatureCache, encoder, encode, batch_size: int, progress) -> int:
     """Decode clips a few batches at a time, encode equal-length crops together, save each."""
     from musilingo_cli.audio import load_audio, random_crop
+    from musilingo_cli.batching import encode_equal_lengths
 
     rate = cache.spec.sample_rate
     encoded = 0
     task = progress.add_task("caching features", total=len(todo), status="") if progress else None
     window = max(1, 4 * batch_size)
     for start in range(0, len(todo), window):
-        groups: dict[int, list[tuple[np.ndarray, str, Crop, str]]] = defaultdict(list)
+        pieces: list[tuple[np.ndarray, str, Crop, str]] = []
         for path, digest, crops in todo[start:start + window]:
             try:
                 wave = load_audio(path, rate)
@@ -257,14 +257,11 @@ def _encode_all(todo, cache: FeatureCache, encoder, encode, batch_size: int, pro
             for key, crop in crops:
                 piece = wave if crop.seconds is None else random_crop(wave, rate, crop.seconds,
                                                                       cache.crop_start_rng(digest, crop), pad=False)
-                groups[len(piece)].append((piece, key, crop, digest))
-        for items in groups.values():
-            for b in range(0, len(items), batch_size):
-                chunk = items[b:b + batch_size]
-                feats = encode(encoder, torch.from_numpy(np.stack([w for w, *_ in chunk])))
-                for (_, key, crop, digest), f in zip(chunk, feats):
-                    cache.save(key, f, crop, digest)
-                encoded += len(chunk)
+                pieces.append((piece, key, crop, digest))
+        feats = encode_equal_lengths(lambda w: encode(encoder, w), [p for p, *_ in pieces], batch_size)
+        for (_, key, crop, digest), f in zip(pieces, feats):
+            cache.save(key, f, crop, digest)
+        encoded += len(pieces)
         if task is not None:
             progress.update(task, advance=len(todo[start:start + window]), status=f"{encoded} crops encoded")
     return encoded

@@ -344,9 +344,8 @@ class FeatureSource:
         return self._encode(epoch, indices)
 
     def _encode(self, epoch: int, indices: list[int]):
-        import torch
-
         from musilingo_cli.audio import load_audio, random_crop
+        from musilingo_cli.batching import encode_equal_lengths
         from musilingo_cli.errors import AudioError
 
         waves, kept = [], []
@@ -361,15 +360,7 @@ class FeatureSource:
                 wave = random_crop(wave, self.rate, ex.crop_seconds, np.random.default_rng([self.seed, epoch, i]), pad=False)
             waves.append(wave)
             kept.append(i)
-        feats: list = [None] * len(kept)
-        by_length: dict[int, list[int]] = {}
-        for j, w in enumerate(waves):
-            by_length.setdefault(len(w), []).append(j)
-        for group in by_length.values():  # equal lengths only: padding would change MERT's features
-            out = self.model.encode(torch.from_numpy(np.stack([waves[j] for j in group])))
-            for j, f in zip(group, out):
-                feats[j] = f
-        return feats, kept
+        return encode_equal_lengths(self.model.encode, waves, batch_size=len(waves) or 1), kept
 
 
 # --- the run -----------------------------------------------------------------------------------------

@@ -330,12 +330,15 @@ def floor_references(questions: list[str], references: list[str], seed: int) -> 
 
 
 def resolve_audio(audio_dir: Path, audio: str) -> Path:
-    """The file for an item's audio under `audio_dir`: the name as given, else `<name>.*` (a ytid)."""
-    direct = audio_dir / audio
-    if direct.is_file():
-        return direct.resolve()
-    matches = sorted(audio_dir.glob(f"{Path(audio).name}.*")) or sorted(audio_dir.rglob(f"{Path(audio).name}.*"))
-    return matches[0].resolve() if matches else direct  # a missing file becomes an error record in ask
+    """The file for an item's audio under `audio_dir`: the training lookup (the name as given, else
+    `<name>` + an audio extension, as MusicCaps ytids need), else `<name>.*` in a subfolder."""
+    from musilingo_cli.datasets import find_audio
+
+    found = find_audio(audio_dir, audio, "mi")
+    if found is not None:
+        return found.resolve()
+    matches = sorted(audio_dir.rglob(f"{Path(audio).name}.*"))
+    return matches[0].resolve() if matches else audio_dir / audio  # a missing file becomes an error record in ask
 
 
 def write_manifest(items: list[EvalItem], audio_dir: Path, path: Path) -> Path:

@@ -15,7 +15,6 @@ the same output file answers only what is missing.
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -334,18 +333,9 @@ def _record(item: Item, stamp: dict[str, Any], answer: str | None = None, error:
 
 def _compact(path: Path) -> None:
     """Keep only the last record per id (after --retry-errors answered some again); atomic."""
-    import json
-
-    from musilingo_cli.journal import read_jsonl
+    from musilingo_cli.journal import read_jsonl, rewrite_jsonl
 
     records = read_jsonl(path)
     last = {r["id"]: r for r in records}
-    if len(last) == len(records):
-        return
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for record in last.values():
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    if len(last) != len(records):
+        rewrite_jsonl(path, last.values())

@@ -37,7 +37,7 @@ import torch
 
 from musilingo_cli.datasets import Example
 from musilingo_cli.errors import AudioError, ConfigError
-from musilingo_cli.journal import Journal, read_jsonl
+from musilingo_cli.journal import Journal, atomic_write_text, read_jsonl
 
 FEATURES_FORMAT = 1
 
@@ -172,9 +172,7 @@ class FeatureCache:
         data = json.loads(manifest.read_text()) if manifest.exists() else {"format": FEATURES_FORMAT, "specs": {}}
         if self.spec.digest() not in data["specs"]:
             data["specs"][self.spec.digest()] = asdict(self.spec)
-            tmp = manifest.with_name(f".manifest.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(data, indent=2))
-            os.replace(tmp, manifest)
+            atomic_write_text(manifest, json.dumps(data, indent=2))
 
     def close(self) -> None:
         if self._hash_journal is not None:

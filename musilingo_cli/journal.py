@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,23 @@ def _iter_records(path: Path) -> Iterator[dict[str, Any]]:
             from musilingo_cli.errors import DataError
 
             raise DataError(f"{path}:{number}: not valid JSON ({err.msg}); fix or remove that line") from None
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Temp file in the same directory, fsync, rename: readers never see half a file, and
+    concurrent writers (several ranks) never share a temp file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def rewrite_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
+    """Replace a JSONL file by `records`, atomically (e.g. to drop superseded records)."""
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
 class Journal:

@@ -27,6 +27,7 @@ from typing import Any
 
 from musilingo_cli.captions import Caption, read_captions
 from musilingo_cli.errors import ConfigError
+from musilingo_cli.journal import atomic_write_text
 
 KINDS = ("short", "long")
 
@@ -581,7 +582,7 @@ def write_outputs(out: Path, config: MakeMIConfig, skipped_empty: int = 0) -> di
         for split, is_eval in (("train", False), ("test", True)):
             part = [it for it in items[kind] if it["is_audioset_eval"] == is_eval]
             files.append(_write_json(out / f"music_instruct_{kind}_{split}.json", {"QA": part}))
-    _atomic_write(out / "rejects.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejects))
+    atomic_write_text(out / "rejects.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejects))
     summary = _summary(config, items, rejects, state, skipped_empty)
     summary["files"] = [str(f) for f in files] + [str(out / "rejects.jsonl"), str(out / "summary.json")]
     _write_json(out / "summary.json", summary)
@@ -611,18 +612,8 @@ def _summary(config, items, rejects, state: _State, skipped_empty: int) -> dict[
 
 
 def _write_json(path: Path, obj: Any) -> Path:
-    _atomic_write(path, json.dumps(obj, ensure_ascii=False, indent=1) + "\n")
+    atomic_write_text(path, json.dumps(obj, ensure_ascii=False, indent=1) + "\n")
     return path
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    """Temp file in the same directory, fsync, rename: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------- cost and dry run

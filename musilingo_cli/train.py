@@ -655,13 +655,10 @@ class _Logger:
         if not active:
             return
         from musilingo_cli.console import progress, stderr
-        from musilingo_cli.journal import Journal, read_jsonl
+        from musilingo_cli.journal import Journal, read_jsonl, rewrite_jsonl
 
         # a resumed run rewrites the steps after its checkpoint: keep only what came before
-        kept = [r for r in read_jsonl(self.path) if r["step"] <= start_step]
-        tmp = self.path.with_name(".metrics.jsonl.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        os.replace(tmp, self.path)
+        rewrite_jsonl(self.path, [r for r in read_jsonl(self.path) if r["step"] <= start_step])
         self.journal = Journal(self.path, key=lambda r: str(r["step"]))
         self.start = time.time()
         self.tb = None

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from train_helpers import make_parts, subprocess_env, train_config, write_clips
+from train_helpers import dist_env, make_parts, subprocess_env, train_config, write_clips  # noqa: F401
 
 from musilingo_cli.journal import read_jsonl
 
@@ -41,9 +41,7 @@ def smollm2(tmp_path_factory):
     return out
 
 
-def test_adapter_learns_through_a_real_llm_and_ask_stops_at_the_end_symbol(smollm2, tmp_path, monkeypatch):
-    for name, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}.items():
-        monkeypatch.setenv(name, value)
+def test_adapter_learns_through_a_real_llm_and_ask_stops_at_the_end_symbol(smollm2, tmp_path, dist_env):
     from musilingo_cli.train import run
 
     _, mert = make_parts(tmp_path)

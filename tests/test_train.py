@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from train_helpers import make_parts, train_config, write_clips, write_qa_jsonl, yaml_config
+from train_helpers import dist_env, make_parts, train_config, write_clips, write_qa_jsonl, yaml_config  # noqa: F401
 
 from musilingo_cli.errors import ConfigError, DataError
 from musilingo_cli.journal import read_jsonl
@@ -28,13 +28,6 @@ def setup(tmp_path_factory):
     words = root / "words.jsonl"
     words.write_text("".join(json.dumps({"audio": names[i], "answer": w}) + "\n" for i, w in enumerate(WORDS)))
     return {"root": root, "llm": llm, "mert": mert, "audio": root / "audio", "qa": qa, "words": words}
-
-
-@pytest.fixture
-def dist_env(monkeypatch):
-    """One process: the rank variables run() would otherwise set for good."""
-    for name, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}.items():
-        monkeypatch.setenv(name, value)
 
 
 # --- pure parts -------------------------------------------------------------------------------------

@@ -13,6 +13,8 @@ import socket
 import sys
 from pathlib import Path
 
+import pytest
+
 from audio_helpers import write_music
 from model_helpers import make_llm, make_mert
 
@@ -87,3 +89,10 @@ def yaml_config(path: Path, config) -> Path:
 
     Path(path).write_text(config_yaml(config))
     return Path(path)
+
+
+@pytest.fixture
+def dist_env(monkeypatch):
+    """One process: the rank variables run() would otherwise set for good."""
+    for name, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}.items():
+        monkeypatch.setenv(name, value)

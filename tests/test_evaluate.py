@@ -230,3 +230,11 @@ def test_missing_reference_lists_ids(tmp_path):
     answers = write_jsonl(tmp_path / "a.jsonl", [{"id": "nope:1", "answer": "x"}, {"id": "012542.wav:0", "answer": "y"}])
     with pytest.raises(DataError, match="nope:1"):
         evaluate.run(evaluate.EvalConfig(predictions=[answers], references=refs, bertscore=False, write_per_item=False))
+
+
+def test_split_file_without_test_items_is_one_line_error(tmp_path):
+    mi = tmp_path / "mi.json"
+    mi.write_text(json.dumps({"QA": [{"question": "q", "answer": "a", "ytid": "x", "is_audioset_eval": False}]}))
+    with pytest.raises(DataError, match="no test items") as err:
+        evaluate.load_split_items("mi-short", mi)
+    assert "\n" not in str(err.value)

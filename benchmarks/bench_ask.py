@@ -3,14 +3,15 @@
     .venv/bin/python benchmarks/bench_ask.py                      # tiny models on CPU
     python benchmarks/bench_ask.py --device cuda --full-size     # MERT-330M + 7B Llama shapes, bf16
 
-Reports, each from one run after a warm-up:
-  1. encoder: ms per 10 s clip, one at a time vs batched (equal lengths);
-  2. LLM decoding at batch 1: ms per token with the dynamic cache vs static cache (+ compile on
-     CUDA), measured as (time for N new tokens - time for 1) / (N - 1), so prefill is excluded;
-  3. a batch job through the real `ask` pipeline (WAV files on disk -> decode/resample threads ->
+Reports, each from one run after a warm-up (the fast path first, so a cut-short GPU run still has it):
+  1. LLM decoding at batch 1, ms per token, measured as (time for N new tokens - time for 1) / (N - 1)
+     so prefill is excluded: our loop (CUDA-graphed step on CUDA), later against transformers'
+     generate with the dynamic cache and with its static cache + compile, and our loop eager;
+  2. a batch job through the real `ask` pipeline (WAV files on disk -> decode/resample threads ->
      encoder -> generate -> records): clips per second for ten-second clips at exactly 64 new tokens
-     (stop string off, min_new_tokens=64), one at a time (dynamic cache, as plain HF generate) vs
-     batched (static cache + compile where available).
+     (stop string off, min_new_tokens=64), batched, later one clip at a time;
+  3. the decoding step at the job's batch size;
+  4. the encoder: ms per 10 s clip, one at a time vs batched (equal lengths).
 The tokenizer is the tests' tiny one (ids < 32001 fit the 7B vocab); answers are noise.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import tempfile
 import time
@@ -99,32 +101,45 @@ def bench_encoder(model, device: str, batch: int, repeats: int) -> dict:
     return {"alone_ms": alone * 1e3, "batched_ms": batched * 1e3}
 
 
-def bench_decode(model, device: str, tokens: int, static: bool, batch: int = 1) -> float:
-    """ms per decoding step for `batch` ten-second clips (prefill excluded)."""
+DECODERS = {"hf-dynamic": "transformers generate, dynamic cache",
+            "hf-static": "transformers generate, static cache + compile",
+            "ours": "our loop, static cache, eager",
+            "ours-compiled": "our loop, static cache, CUDA-graphed step"}
+
+
+def bench_decode(model, device: str, tokens: int, how: str, batch: int = 1) -> float:
+    """ms per decoding step for `batch` ten-second clips (prefill excluded), with one of DECODERS."""
     from musilingo_cli.generation import GenerationSettings
 
     feats = model.encode(torch.randn(1, 10 * 24000) * 0.1)[0]
-    options = {"cache_implementation": "static"} if static else {"disable_compile": True}
+    prompt = model.build_batch([feats] * batch, ["Describe the music in detail."] * batch, padding_side="left")
+    mask = prompt.attention_mask.to(device)
 
     def timed(n: int) -> float:
-        settings = GenerationSettings.from_preset("greedy", max_new_tokens=n)
+        settings = GenerationSettings.from_preset("greedy", max_new_tokens=n, min_new_tokens=n)
         sync(device)
         t0 = time.perf_counter()
-        model.generate([feats] * batch, ["Describe the music in detail."] * batch, settings, min_new_tokens=n, **options)
+        if how.startswith("hf"):
+            static = {"cache_implementation": "static"} if how == "hf-static" else {"disable_compile": True}
+            model.llm.generate(inputs_embeds=prompt.inputs_embeds, attention_mask=mask, pad_token_id=0,
+                               **settings.generate_kwargs(), **static)
+        else:
+            model._decoder(how == "ours-compiled").generate(prompt.inputs_embeds, mask, settings, [2], 0)
         sync(device)
         return time.perf_counter() - t0
 
-    timed(tokens); timed(1)  # warm-up (compiles on CUDA with the static cache)
+    timed(tokens); timed(1)  # warm-up (compiles on CUDA)
     return (timed(tokens) - timed(1)) / (tokens - 1) * 1e3
 
 
-def bench_job(model, device: str, files: list[str], batch: int, enc_batch: int, static: bool, workers: int) -> float:
+def bench_job(model, device: str, files: list[str], batch: int, enc_batch: int, compiled: bool,
+              workers: int | None) -> float:
     """Clips per second through the real ask pipeline (decode threads, encoder, generate, records)."""
     from musilingo_cli.ask import AskConfig, run
 
     config = AskConfig(inputs=files, questions=["Describe the music in detail."], preset="greedy", max_new_tokens=64,
                        device=device, dtype="bf16" if device.startswith("cuda") else "fp32", batch_size=batch,
-                       encoder_batch_size=enc_batch, compile=static, workers=workers,
+                       encoder_batch_size=enc_batch, compile=compiled, workers=workers,
                        generate_options={"min_new_tokens": 64}, on_record=lambda r: None)
     warm = dataclasses.replace(config, inputs=files[:batch])
     run(warm, model=model)  # compile / allocate for this batch size first
@@ -154,56 +169,55 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--full-size", action="store_true", help="MERT-330M + 7B Llama shapes in bf16 (GPU)")
     parser.add_argument("--quick", action="store_true", help="fewer clips and repeats")
-    parser.add_argument("--clips", type=int, default=None, help="clips in the batched job (default 512 GPU / 64 CPU)")
-    parser.add_argument("--batch-size", type=int, default=None, help="generation batch (default 128 GPU / 16 CPU)")
+    parser.add_argument("--clips", type=int, default=None, help="clips in the batched job (default 4 batches GPU / 64 CPU)")
+    parser.add_argument("--batch-size", type=int, default=None, help="generation batch (default 256 GPU / 16 CPU)")
     parser.add_argument("--encoder-batch-size", type=int, default=16)
-    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=None, help="decoding threads (default: ask's)")
     parser.add_argument("--only-job", action="store_true", help="only the batched job and its decode step")
     args = parser.parse_args()
     cuda = args.device.startswith("cuda")
-    batch = args.batch_size or (128 if cuda else 16)
+    batch = args.batch_size or (256 if cuda else 16)
     clips = args.clips or ((2 if args.quick else 4) * batch if cuda else (32 if args.quick else 64))
-    single = max(2, min(clips // 16, 8))
     tokens = 32 if args.quick else 64
 
     import transformers
 
     say(f"bench_ask: device {args.device}"
-        + (f" ({torch.cuda.get_device_name()})" if cuda else "") + f", {'full-size' if args.full_size else 'tiny'} "
-        f"random weights, torch {torch.__version__}, transformers {transformers.__version__}")
+        + (f" ({torch.cuda.get_device_name()}, {os.cpu_count()} CPU cores)" if cuda else "")
+        + f", {'full-size' if args.full_size else 'tiny'} random weights, torch {torch.__version__}, "
+        f"transformers {transformers.__version__}")
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = True
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         model = build(args.device, args.full_size, Path(tmp))
         say(f"built model in {time.perf_counter() - t0:.1f} s")
-
-        if not args.only_job:
-            one_at_a_time(args, model, cuda, tokens)
+        best = "ours-compiled" if cuda else "ours"
+        ours = bench_decode(model, args.device, tokens, best)
+        say(f"decode batch 1, {DECODERS[best]}: {ours:.2f} ms/token")
         files = write_clips(Path(tmp), clips)
+        together = bench_job(model, args.device, files, batch, args.encoder_batch_size, cuda, args.workers)
+        say(f"job, batch {batch}, {DECODERS[best]}, {clips} clips: {together:.2f} clips/s")
+        step = bench_decode(model, args.device, tokens, best, batch=batch)
+        say(f"decode batch {batch}, {DECODERS[best]}: {step:.2f} ms/step, {batch * 1e3 / step:.0f} tokens/s")
         if not args.only_job:
-            alone = bench_job(model, args.device, files[:single], 1, 1, static=False, workers=args.workers)
-            say(f"job, 10 s clips x 64 new tokens, one at a time (dynamic cache), {single} clips: {alone:.2f} clips/s")
-        together = bench_job(model, args.device, files, batch, args.encoder_batch_size, static=cuda, workers=args.workers)
-        ratio = "" if args.only_job else f" ({together / alone:.1f}x one at a time)"
-        say(f"job, batch {batch}{' static+compile' if cuda else ''}, {clips} clips: {together:.2f} clips/s{ratio}")
-        step = bench_decode(model, args.device, tokens, static=cuda, batch=batch)
-        say(f"decode batch {batch}{', static cache + compile' if cuda else ''}: {step:.2f} ms/step, "
-            f"{batch * 1e3 / step:.0f} tokens/s")
+            baselines(args, model, cuda, tokens, ours, files[:max(2, min(clips // 16, 8))], together)
         if cuda:
             say(f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
 
 
-def one_at_a_time(args, model, cuda: bool, tokens: int) -> None:
-    """Encoder batched vs alone, and batch-1 decoding with the dynamic vs static cache."""
+def baselines(args, model, cuda: bool, tokens: int, ours: float, files: list[str], together: float) -> None:
+    """The same measurements the slow ways: batch-1 decoding by the other decoders, the encoder one
+    clip at a time, and the job one clip at a time."""
+    for how in (["hf-dynamic", "ours", "hf-static"] if cuda else ["hf-dynamic"]):
+        other = bench_decode(model, args.device, tokens, how)
+        say(f"decode batch 1, {DECODERS[how]}: {other:.2f} ms/token (ours is {other / ours:.2f}x faster)")
     enc = bench_encoder(model, args.device, args.encoder_batch_size, 2 if args.quick else 5)
     say(f"encoder, 10 s clip: one at a time {enc['alone_ms']:.2f} ms/clip, batch {args.encoder_batch_size} "
         f"{enc['batched_ms']:.2f} ms/clip ({enc['alone_ms'] / enc['batched_ms']:.2f}x)")
-    dynamic = bench_decode(model, args.device, tokens, static=False)
-    say(f"decode batch 1, dynamic cache: {dynamic:.2f} ms/token")
-    static = bench_decode(model, args.device, tokens, static=True)
-    label = "static cache + compile" if cuda else "static cache (no compile on cpu)"
-    say(f"decode batch 1, {label}: {static:.2f} ms/token ({dynamic / static:.2f}x)")
+    alone = bench_job(model, args.device, files, 1, 1, False, args.workers)
+    say(f"job, one at a time ({DECODERS['ours']}), {len(files)} clips: {alone:.2f} clips/s "
+        f"(batched is {together / alone:.1f}x faster)")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ the same output file answers only what is missing.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,15 +48,15 @@ class AskConfig:
         model / encoder / llm: what `loading.load_model` takes; encoder + llm alone = untrained adapter.
         output: JSONL file written as items finish; rerunning resumes it.
         device / dtype / encoder_dtype: None = cuda + bf16 when available, else cpu + fp32.
-        batch_size: items generated at once; encoder_batch_size: chunks encoded at once.
+        batch_size / encoder_batch_size: items generated / chunks encoded at once (None = by device).
         preset / max_new_tokens / seed: how answers are decoded (GenerationSettings).
         chunk_seconds / max_seconds: how long audio is cut and how much of it is used.
-        compile: static KV cache + compiled decoding (None = on for cuda, off elsewhere).
-        workers: decoding threads.
+        compile: CUDA-graphed decoding step (None = on for cuda, off elsewhere).
+        workers: decoding threads (None = one per core, at most 8).
         retry_errors: answer again items whose record in `output` is an error.
         on_record: called with each record as it is written (the CLI prints with it).
-        generate_options: extra keyword arguments for transformers' `generate` (library use,
-            e.g. the benchmark's `min_new_tokens`); they override the cache/compile choice.
+        generate_options: GenerationSettings overrides (library use, e.g. the benchmark's
+            `min_new_tokens`).
     """
 
     inputs: list[str] = field(default_factory=list)
@@ -70,14 +71,14 @@ class AskConfig:
     dtype: str | None = None
     encoder_dtype: str | None = None
     batch_size: int | None = None
-    encoder_batch_size: int = 8
+    encoder_batch_size: int | None = None
     preset: str = "official"
     max_new_tokens: int | None = None
     seed: int = 0
     chunk_seconds: float = 30.0
     max_seconds: float | None = None
     compile: bool | None = None
-    workers: int = 4
+    workers: int | None = None
     retry_errors: bool = False
     on_record: Callable[[dict[str, Any]], None] | None = None
     generate_options: dict[str, Any] = field(default_factory=dict)
@@ -90,7 +91,8 @@ def run(config: AskConfig, model=None) -> dict[str, Any]:
     dtype settings then only pick defaults such as the batch size.
     """
     config = _resolved(config)
-    settings = GenerationSettings.from_preset(config.preset, max_new_tokens=config.max_new_tokens)
+    settings = GenerationSettings.from_preset(config.preset, max_new_tokens=config.max_new_tokens,
+                                              **config.generate_options)
     items = collect_items(config)
     journal = Journal(config.output, key=lambda r: r["id"]) if config.output else None
     try:
@@ -171,6 +173,8 @@ def _resolved(config: AskConfig) -> AskConfig:
     return dataclasses.replace(
         config, device=device, dtype=dtype, encoder_dtype=config.encoder_dtype or dtype,
         batch_size=config.batch_size or (128 if on_cuda else 8),
+        encoder_batch_size=config.encoder_batch_size or (16 if on_cuda else 8),
+        workers=config.workers or min(8, os.cpu_count() or 1),
         compile=on_cuda if config.compile is None else config.compile)
 
 
@@ -304,17 +308,11 @@ def _answer_window(model, window: list[tuple[list[Item], Clip]], config: AskConf
     for batch in length_batches(lengths, config.batch_size):
         t0 = time.perf_counter()
         answers = model.generate([rows[k][1] for k in batch], [rows[k][0].question for k in batch], settings,
-                                 **_generate_kwargs(config))
+                                 compile=config.compile)
         share = (time.perf_counter() - t0) / len(batch) + encode_share
         for k, answer in zip(batch, answers):
             item, feats, clip = rows[k]
             writer.write(_record(item, stamp, answer=answer, clip=clip, tokens=feats.shape[-2], seconds=share))
-
-
-def _generate_kwargs(config: AskConfig) -> dict[str, Any]:
-    """Static KV cache (+ transformers' automatic compile of the decoding step on CUDA), or not."""
-    chosen = {"cache_implementation": "static"} if config.compile else {"disable_compile": True}
-    return {**chosen, **config.generate_options}
 
 
 def _record(item: Item, stamp: dict[str, Any], answer: str | None = None, error: str | None = None,

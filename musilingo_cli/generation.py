@@ -24,6 +24,8 @@ class GenerationSettings:
     do_sample: bool = True
     temperature: float = 0.1
     top_p: float = 0.5
+    top_k: int = 50  # transformers' default, which the official run kept
+    min_new_tokens: int = 0
     num_beams: int = 1
     repetition_penalty: float = 1.0
 
@@ -35,13 +37,18 @@ class GenerationSettings:
         values = {**PRESETS[name], **{k: v for k, v in overrides.items() if v is not None}}
         return cls(preset=name, **values)
 
+    @property
+    def needs_transformers(self) -> bool:
+        """Beam search and repetition penalties: only transformers' `generate` does them."""
+        return self.num_beams > 1 or self.repetition_penalty != 1.0
+
     def generate_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for `generate` (sampling knobs only when sampling)."""
-        kwargs: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "do_sample": self.do_sample,
-                                  "num_beams": self.num_beams, "repetition_penalty": self.repetition_penalty}
+        """Keyword arguments for transformers' `generate` (sampling knobs only when sampling)."""
+        kwargs: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "min_new_tokens": self.min_new_tokens,
+                                  "do_sample": self.do_sample, "num_beams": self.num_beams,
+                                  "repetition_penalty": self.repetition_penalty}
         if self.do_sample:
-            # top_k stays at the library default (50), as in the official run
-            kwargs.update(temperature=self.temperature, top_p=self.top_p)
+            kwargs.update(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k)
         return kwargs
 
     def to_dict(self) -> dict[str, Any]:

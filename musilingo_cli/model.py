@@ -132,18 +132,48 @@ class MusiLingo(nn.Module):
 
     @torch.no_grad()
     def generate(self, features: list[torch.Tensor], questions: list[str | None],
-                 settings: GenerationSettings | None = None, **generate_kwargs) -> list[str]:
-        """Answer each (features, question); generation stops per item at end_sym."""
+                 settings: GenerationSettings | None = None, compile: bool = False) -> list[str]:
+        """Answer each (features, question); generation stops per item at end_sym.
+
+        Our decoding loop (decoding.Decoder; `compile` CUDA-graphs its step) serves greedy and
+        sampling; beam search and repetition penalties go through transformers' `generate`.
+        """
         settings = settings or GenerationSettings.from_preset("greedy")
         batch = self.build_batch(features, questions, padding_side="left")
-        kwargs = {**settings.generate_kwargs(), **generate_kwargs}
-        if self.config.end_sym:
-            kwargs["stopping_criteria"] = StoppingCriteriaList([self._stop_criterion()])
-        out = self.llm.generate(inputs_embeds=batch.inputs_embeds,
-                                attention_mask=batch.attention_mask.to(batch.inputs_embeds.device),
-                                pad_token_id=self.tokenizer.pad_token_id, **kwargs)
+        mask = batch.attention_mask.to(batch.inputs_embeds.device)
+        if settings.needs_transformers:
+            out = self._transformers_generate(batch.inputs_embeds, mask, settings)
+        else:
+            stop = self._stop_in_tails if self.config.end_sym else None
+            out = self._decoder(compile).generate(batch.inputs_embeds, mask, settings, self._eos_ids(),
+                                                  self.tokenizer.pad_token_id, stop)
         texts = self.tokenizer.batch_decode(out, skip_special_tokens=True)
         return [postprocess(t, self.config.end_sym) for t in texts]
+
+    def _decoder(self, compile: bool):
+        from musilingo_cli.decoding import Decoder
+
+        decoders = self.__dict__.setdefault("_decoders", {})  # kept off nn.Module's registries
+        if compile not in decoders:
+            decoders[compile] = Decoder(self.llm, compile=compile)
+        return decoders[compile]
+
+    def _eos_ids(self) -> list[int]:
+        """The ids that end an answer, as transformers' generate reads them (generation config first)."""
+        eos = getattr(getattr(self.llm, "generation_config", None), "eos_token_id", None)
+        eos = eos if eos is not None else self.llm.config.eos_token_id
+        eos = eos if eos is not None else self.tokenizer.eos_token_id
+        return [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+
+    def _stop_in_tails(self, tails: list[list[int]]) -> list[bool]:
+        return [self.config.end_sym in text for text in self.tokenizer.batch_decode(tails)]
+
+    def _transformers_generate(self, embeds: torch.Tensor, mask: torch.Tensor, settings: GenerationSettings):
+        kwargs = {**settings.generate_kwargs(), "disable_compile": True}
+        if self.config.end_sym:
+            kwargs["stopping_criteria"] = StoppingCriteriaList([self._stop_criterion()])
+        return self.llm.generate(inputs_embeds=embeds, attention_mask=mask, pad_token_id=self.tokenizer.pad_token_id,
+                                 **kwargs)
 
     def _stop_criterion(self):
         """Per-row stop at end_sym: transformers' vectorised StopStringCriteria when the tokenizer

@@ -12,6 +12,7 @@ import torch
 from train_helpers import dist_env, make_parts, train_config, write_clips, write_qa_jsonl, yaml_config  # noqa: F401
 
 from musilingo_cli.errors import ConfigError, DataError
+from musilingo_cli.generation import GenerationSettings
 from musilingo_cli.journal import read_jsonl
 from musilingo_cli.schedule import warmup_cosine_lr
 from musilingo_cli.train import PRESETS, DataOrder, TrainConfig, deepspeed_config, param_groups, resolve_config, run
@@ -168,7 +169,7 @@ def test_zero2_loss_falls_and_the_checkpoint_answers(setup, dist_env):
     model = load_model(str(run_dir / "final"))
     assert model.config.stage == "pretrain" and model.config.end_sym == "\n"
     feats = model.encode(torch.from_numpy(load_audio(setup["audio"] / "clip1.wav", 24000))[None])
-    answer = model.generate([feats[0]], [None], max_new_tokens=4)[0]
+    answer = model.generate([feats[0]], [None], GenerationSettings.from_preset("greedy", max_new_tokens=4))[0]
     assert answer.split()[0] == WORDS[1]  # the trained adapter makes the frozen LLM name this clip's word
 
 

@@ -28,11 +28,11 @@ def command(
     dtype: Optional[str] = typer.Option(None, "--dtype", help="LLM precision: bf16, fp16 or fp32 (default: bf16 on cuda, fp32 on cpu)."),
     encoder_dtype: Optional[str] = typer.Option(None, "--encoder-dtype", help="Encoder precision (default: as --dtype)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Items answered at once (default: 128 on cuda, 8 on cpu; 256 is faster on an 80+ GB GPU for short answers)."),
-    encoder_batch_size: int = typer.Option(8, "--encoder-batch-size", help="Equal-length audio chunks encoded at once."),
+    encoder_batch_size: Optional[int] = typer.Option(None, "--encoder-batch-size", help="Equal-length audio chunks encoded at once (default: 16 on cuda, 8 on cpu)."),
     chunk_seconds: float = typer.Option(30.0, "--chunk-seconds", help="Long audio is encoded in chunks of this length and their tokens joined."),
     max_seconds: Optional[float] = typer.Option(None, "--max-seconds", help="Use at most the first N seconds of each file."),
-    compile_: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="Static KV cache + compiled decoding (default: on for cuda)."),
-    workers: int = typer.Option(4, "--workers", help="Threads decoding audio ahead of the model."),
+    compile_: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="Compile the decoding step with CUDA graphs (default: on for cuda; the first batch of each size compiles)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Threads decoding audio ahead of the model (default: one per core, at most 8)."),
     retry_errors: bool = typer.Option(False, "--retry-errors", help="On a rerun, answer again the items whose record is an error."),
 ) -> None:
     """Answer questions about music: `musilingo ask song.wav "What genre?"`, or many files, folders, manifests."""

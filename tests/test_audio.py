@@ -58,9 +58,10 @@ def test_decodes_to_mono_float32_at_target_rate(tmp_path, name, rate, channels, 
     assert np.max(np.abs(wave[SR // 10 : -SR // 10])) == pytest.approx(0.5, abs=0.03)
 
 
-def test_downmix_averages_channels(tmp_path):
-    path = tmp_path / "two_tones.wav"
-    source = write_tone(path, 1.0, SR, freq=[440.0, 1000.0], subtype="FLOAT")
+@pytest.mark.parametrize("freqs", [[440.0, 1000.0], [110.0, 220.0, 440.0, 880.0, 1000.0, 1500.0]])
+def test_downmix_averages_channels(tmp_path, freqs):
+    path = tmp_path / "tones.wav"
+    source = write_tone(path, 1.0, SR, freq=freqs, subtype="FLOAT")
     wave = audio.load_audio(path, SR)  # same rate: no resampling, so the mean is exact
     np.testing.assert_allclose(wave, source.mean(axis=1), atol=1e-7)
 

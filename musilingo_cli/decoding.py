@@ -1,4 +1,4 @@
-"""Our decoding loop: a static KV cache, one (optionally CUDA-graphed) decoding step, token choice
+"""Our decoding loop: a static KV cache, one decoding step replayed as a CUDA graph, token choice
 on the device, and stop checks every few steps instead of after every token.
 
 Why not transformers' `generate`: it synchronises with the host after every token (stopping
@@ -19,11 +19,23 @@ from collections.abc import Callable
 
 import torch
 
+from musilingo_cli.console import warn
 from musilingo_cli.generation import GenerationSettings
 
 CHECK_EVERY = 8  # tokens between host checks for the stop string / all rows finished
 CACHE_ROUNDING = 64  # cache lengths are rounded up so one compiled step serves many prompt widths
 STOP_TAIL = 8  # tokens of overlap when decoding the new tail, so a stop string split across checks is found
+
+# How the one-token step runs. CPU: eager or compiled. CUDA: the graph modes replay the whole step
+# with one launch; "reduce-overhead" is torch.compile's own CUDA graphs, kept for comparison.
+MODES = {
+    "eager": "eager step",
+    "compiled": "compiled step",
+    "graph": "eager step as one CUDA graph",
+    "compiled-graph": "compiled step as one CUDA graph",
+    "reduce-overhead": "compiled step, torch.compile's CUDA graphs",
+}
+GRAPH_MODES = ("graph", "compiled-graph")
 
 
 def filter_logits(logits: torch.Tensor, settings: GenerationSettings) -> torch.Tensor:
@@ -51,20 +63,22 @@ def choose_tokens(logits: torch.Tensor, settings: GenerationSettings) -> torch.T
 
 
 class Decoder:
-    """Generates for one frozen causal LM, reusing its static cache while batch shape repeats.
-
-    With `compile`, the one-token step is compiled with CUDA graphs ("reduce-overhead"): one
-    compilation per (batch size, cache length); cache lengths are rounded to CACHE_ROUNDING.
+    """Generates for one frozen causal LM, reusing its static cache (and the step's CUDA graph)
+    while the batch shape repeats; cache lengths are rounded up to CACHE_ROUNDING so that
+    prompts of nearby widths share them. A compiled mode compiles once per shape.
     """
 
-    def __init__(self, llm: torch.nn.Module, compile: bool = False):
-        self.llm = llm
-        self.compiled = compile
+    def __init__(self, llm: torch.nn.Module, mode: str = "eager"):
+        if mode not in MODES:
+            raise ValueError(f"unknown decoding mode {mode!r}: one of {', '.join(MODES)}")
+        self.llm, self.mode = llm, mode
         # transformers >= 5.24 names the cache argument `cache`; earlier 5.x `past_key_values`
         self._cache_arg = "cache" if "cache" in inspect.signature(llm.forward).parameters else "past_key_values"
-        self._cache = None
-        self._cache_shape: tuple[int, int] | None = None
-        self._step = torch.compile(self._logits, mode="reduce-overhead", dynamic=False) if compile else self._logits
+        self._cache = self._full_mask = self._graph = None
+        self._fn = self._logits
+        if mode in ("compiled", "compiled-graph", "reduce-overhead"):
+            options = {"mode": "reduce-overhead"} if mode == "reduce-overhead" else {}
+            self._fn = torch.compile(self._logits, dynamic=False, **options)
 
     @torch.no_grad()
     def generate(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, settings: GenerationSettings,
@@ -76,13 +90,15 @@ class Decoder:
         """
         batch, width = attention_mask.shape
         device = inputs_embeds.device
-        cache = self._cache_for(batch, width + settings.max_new_tokens)
-        full_mask = torch.ones(batch, self._cache_shape[1], dtype=torch.long, device=device)
-        full_mask[:, :width] = attention_mask.to(device)
-        real = attention_mask.to(device).sum(dim=1)  # prompt tokens per row: the next position id
-        positions = (attention_mask.to(device).cumsum(dim=1) - 1).clamp(min=0)
+        mask = attention_mask.to(device)
+        cache, full_mask = self._slots(batch, width + settings.max_new_tokens, device)
+        full_mask.fill_(1)
+        full_mask[:, :width] = mask  # left padding stays masked; causality hides what is not written yet
+        real = mask.sum(dim=1)  # prompt tokens per row: the next position id
+        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
         logits = self.llm(inputs_embeds=inputs_embeds, attention_mask=full_mask, position_ids=positions,
                           use_cache=True, logits_to_keep=1, **{self._cache_arg: cache}).logits[:, -1]
+        step = self._stepper(cache, full_mask)
         eos = torch.tensor(eos_ids, device=device)
         tokens = torch.full((batch, settings.max_new_tokens), pad_id, dtype=torch.long, device=device)
         unfinished = torch.ones(batch, dtype=torch.bool, device=device)
@@ -96,7 +112,7 @@ class Decoder:
             if k + 1 == settings.max_new_tokens or ((k + 1) % CHECK_EVERY == 0 and self._all_done(tokens, k + 1, unfinished, stopped, stop)):
                 return tokens[:, :k + 1].cpu()
             # with CUDA graphs, `logits` is overwritten by the next replay: it is read before that
-            logits = self._step(token[:, None].clone(), (real + k)[:, None], full_mask, cache)
+            logits = step(token[:, None], (real + k)[:, None])
         return tokens.cpu()  # max_new_tokens == 0
 
     def _logits(self, token: torch.Tensor, position: torch.Tensor, full_mask: torch.Tensor, cache) -> torch.Tensor:
@@ -105,19 +121,31 @@ class Decoder:
                        **{self._cache_arg: cache})
         return out.logits[:, -1]
 
-    def _cache_for(self, batch: int, length: int):
-        """A zeroed static cache of at least `length` positions; reused while the shape repeats
-        (so the compiled step and its CUDA graph are reused too)."""
+    def _slots(self, batch: int, length: int, device: torch.device):
+        """A zeroed static cache of at least `length` positions and a [batch, length] mask buffer,
+        both reused while the shape repeats (a CUDA graph holds their addresses)."""
         from transformers import StaticCache
 
         length = -(-length // CACHE_ROUNDING) * CACHE_ROUNDING
-        if self._cache_shape == (batch, length):
+        if self._full_mask is not None and self._full_mask.shape == (batch, length):
             self._cache.reset()
         else:
-            self._cache = None  # free the old one before allocating
+            self._cache = self._full_mask = self._graph = None  # free the old ones before allocating
             self._cache = StaticCache(config=self.llm.config, max_cache_len=length)
-            self._cache_shape = (batch, length)
-        return self._cache
+            self._full_mask = torch.ones(batch, length, dtype=torch.long, device=device)
+        return self._cache, self._full_mask
+
+    def _stepper(self, cache, full_mask) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """token [B, 1], position [B, 1] -> logits [B, V], by the mode's means."""
+        if self.mode in GRAPH_MODES and self._graph is None:
+            try:
+                self._graph = StepGraph(lambda t, p: self._fn(t, p, full_mask, cache), cache, full_mask.shape[0])
+            except RuntimeError as err:  # a model whose step cannot be captured still decodes
+                warn(f"decoding without CUDA graphs: capturing the step failed ({str(err).splitlines()[0]})")
+                self.mode = "compiled" if self.mode == "compiled-graph" else "eager"
+        if self.mode in GRAPH_MODES:
+            return self._graph
+        return lambda token, position: self._fn(token, position, full_mask, cache)
 
     @staticmethod
     def _all_done(tokens: torch.Tensor, n: int, unfinished: torch.Tensor, stopped: list[bool], stop) -> bool:
@@ -130,3 +158,40 @@ class Decoder:
                 for i, hit in zip(rows, stop(tail)):
                     stopped[i] = stopped[i] or hit
         return all(not a or s for a, s in zip(alive, stopped))
+
+
+class StepGraph:
+    """One decoding step captured as a CUDA graph: a replay is one launch from the host.
+
+    The step reads the cache's write position from device counters (transformers' StaticLayer
+    `cumulative_length`), so one graph serves every position. Warm-up runs before the capture
+    advance those counters and write a few cache slots ahead; the counters are put back, and the
+    slots are overwritten before attention can see them.
+    """
+
+    def __init__(self, step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], cache, batch: int):
+        device = cache.layers[0].keys.device
+        self.token = torch.zeros(batch, 1, dtype=torch.long, device=device)
+        self.position = torch.zeros(batch, 1, dtype=torch.long, device=device)
+        counters = [layer.cumulative_length for layer in cache.layers
+                    if isinstance(getattr(layer, "cumulative_length", None), torch.Tensor)]
+        saved = [c.clone() for c in counters]
+        try:
+            side = torch.cuda.Stream(device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):
+                for _ in range(2):  # cuBLAS handles, compilation, allocator warm-up
+                    step(self.token, self.position)
+            torch.cuda.current_stream(device).wait_stream(side)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.logits = step(self.token, self.position)
+        finally:
+            for counter, value in zip(counters, saved):
+                counter.copy_(value)
+
+    def __call__(self, token: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+        self.token.copy_(token)
+        self.position.copy_(position)
+        self.graph.replay()
+        return self.logits

@@ -135,8 +135,9 @@ class MusiLingo(nn.Module):
                  settings: GenerationSettings | None = None, compile: bool = False) -> list[str]:
         """Answer each (features, question); generation stops per item at end_sym.
 
-        Our decoding loop (decoding.Decoder; `compile` CUDA-graphs its step) serves greedy and
-        sampling; beam search and repetition penalties go through transformers' `generate`.
+        Our decoding loop (decoding.Decoder: CUDA graphs on CUDA, `compile` compiles its step)
+        serves greedy and sampling; beam search and repetition penalties go through transformers'
+        `generate`.
         """
         settings = settings or GenerationSettings.from_preset("greedy")
         batch = self.build_batch(features, questions, padding_side="left")
@@ -151,11 +152,14 @@ class MusiLingo(nn.Module):
         return [postprocess(t, self.config.end_sym) for t in texts]
 
     def _decoder(self, compile: bool):
+        """The decoding loop for this LLM: CUDA graphs on CUDA; `compile` compiles the step."""
         from musilingo_cli.decoding import Decoder
 
         decoders = self.__dict__.setdefault("_decoders", {})  # kept off nn.Module's registries
         if compile not in decoders:
-            decoders[compile] = Decoder(self.llm, compile=compile)
+            on_cuda = next(self.llm.parameters()).device.type == "cuda"
+            mode = ("compiled" if compile else "eager") if not on_cuda else ("compiled-graph" if compile else "graph")
+            decoders[compile] = Decoder(self.llm, mode)
         return decoders[compile]
 
     def _eos_ids(self) -> list[int]:

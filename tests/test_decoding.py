@@ -79,7 +79,7 @@ def test_cache_is_reused_for_a_repeated_shape_and_keeps_nothing_from_the_last_ba
     assert model.generate(features, QUESTIONS, GREEDY) == first
     assert other == first[::-1]
     model.generate(features[:2], QUESTIONS[:2], GREEDY)
-    assert decoder._cache is not cache and decoder._cache_shape[0] == 2
+    assert decoder._cache is not cache and decoder._full_mask.shape[0] == 2
 
 
 def test_eos_ends_a_row_and_min_new_tokens_holds_it_off(tmp_path):
@@ -109,10 +109,15 @@ def test_stop_string_ends_generation_early(model, features):
     assert out.shape[1] < 100 and stops_at  # stopped at the first check, long before the limit
 
 
+def test_unknown_mode_is_refused(model):
+    with pytest.raises(ValueError, match="unknown decoding mode 'fast'"):
+        Decoder(model.llm, "fast")
+
+
 def test_compiled_step_gives_the_eager_tokens(model, features):
     batch = model.build_batch(features, QUESTIONS, padding_side="left")
     args = (batch.inputs_embeds, batch.attention_mask, GREEDY, model._eos_ids(), model.tokenizer.pad_token_id)
     eager = Decoder(model.llm).generate(*args)
-    compiled = Decoder(model.llm, compile=True)
+    compiled = Decoder(model.llm, "compiled")
     assert torch.equal(compiled.generate(*args), eager)
     assert torch.equal(compiled.generate(*args), eager)  # the second run replays the compiled step

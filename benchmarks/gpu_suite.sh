@@ -15,6 +15,6 @@ for b in $want; do
     core)  timeout 150 python3 benchmarks/bench_core.py --device cuda --full-size 2>&1 | tee "$OUT/bench_core.txt" ;;
     train) timeout 200 python3 benchmarks/bench_train.py --device cuda --full-size --quick --batches 8,32 2>&1 | tee "$OUT/bench_train.txt" ;;
     ask)   timeout 400 python3 benchmarks/bench_ask.py --device cuda --full-size 2>&1 | tee "$OUT/bench_ask.txt" ;;
-    ask512) timeout 130 python3 benchmarks/bench_ask.py --device cuda --full-size --only-job --batch-size 512 --clips 1024 2>&1 | tee "$OUT/bench_ask512.txt" ;;
+    askjob) timeout 200 python3 benchmarks/bench_ask.py --device cuda --full-size --only-job --encoder-batch-size 64 2>&1 | tee "$OUT/bench_askjob.txt" ;;
   esac
 done

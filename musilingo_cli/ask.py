@@ -3,7 +3,8 @@
     items (file x question, stable ids) -> skip ids already in the output file
       -> decode + resample in threads, ahead of the accelerator          (batching.decode_ahead)
       -> crop to --max-seconds, cut into --chunk-seconds chunks
-      -> encode equal-length chunks together, concatenate per file       (batching.encode_clips)
+      -> encode equal-length chunks together, concatenate per file       (batching.encode_clips;
+         a window of files is encoded in a thread while the previous window generates)
       -> generate for --batch-size items at once, sorted by length       (model.generate, left padding)
       -> one record per item, appended and fsynced as each batch ends     (journal.Journal)
 
@@ -14,10 +15,12 @@ the same output file answers only what is missing.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -244,6 +247,8 @@ class _Writer:
 def _answer_all(model, todo: list[Item], config: AskConfig, settings: GenerationSettings,
                 stamp: dict[str, Any], writer: _Writer) -> None:
     """Decode ahead, then encode and answer window after window of files."""
+    import torch
+
     by_source: dict[str, list[Item]] = {}
     for item in todo:
         by_source.setdefault(item.source, []).append(item)
@@ -253,24 +258,45 @@ def _answer_all(model, todo: list[Item], config: AskConfig, settings: Generation
     def load(source: str) -> Clip:
         return prepare_clip(source, rate, config.chunk_seconds, config.max_seconds, min_samples)
 
-    window: list[tuple[list[Item], Clip]] = []
     per_window = config.batch_size * WINDOW_BATCHES
     decoded = decode_ahead(by_source, load, workers=config.workers, ahead=max(per_window, 2 * config.workers))
+    # Window n+1 is encoded in a thread, on its own CUDA stream, while window n generates: the
+    # encoder's large kernels fill the SMs that batched decoding leaves idle.
+    encoder = ThreadPoolExecutor(1, thread_name_prefix="encode")
+    stream = torch.cuda.Stream(config.device) if str(config.device).startswith("cuda") else None
+    pending = None
     try:
-        for source, clip in decoded:
-            if isinstance(clip, Exception):
-                for k, item in enumerate(by_source[source]):
-                    writer.write(_record(item, stamp, error=_reason(clip, item)), announce=k == 0)
-                continue
-            window.append((by_source[source], clip))
-            if (sum(len(i) for i, _ in window) >= per_window
-                    or sum(c.seconds_used for _, c in window) >= MAX_WINDOW_AUDIO_SECONDS):
-                _answer_window(model, window, config, settings, stamp, writer)
-                window = []
-        if window:
-            _answer_window(model, window, config, settings, stamp, writer)
+        for window in _windows(decoded, by_source, config, stamp, writer):
+            ready = encoder.submit(_encode_window, model, window, config, stream)
+            if pending is not None:
+                _generate_window(model, *pending.result(), config, settings, stamp, writer)
+            pending = ready
+        if pending is not None:
+            _generate_window(model, *pending.result(), config, settings, stamp, writer)
     finally:
         decoded.close()
+        encoder.shutdown(wait=True, cancel_futures=True)
+
+
+def _windows(decoded, by_source: dict[str, list[Item]], config: AskConfig, stamp: dict[str, Any],
+             writer: _Writer) -> Iterator[list[tuple[list[Item], Clip]]]:
+    """Decoded files grouped into windows of about WINDOW_BATCHES generation batches (the first
+    is one batch, so the accelerator starts sooner); files that failed to decode get their error
+    records here."""
+    window: list[tuple[list[Item], Clip]] = []
+    size = config.batch_size
+    for source, clip in decoded:
+        if isinstance(clip, Exception):
+            for k, item in enumerate(by_source[source]):
+                writer.write(_record(item, stamp, error=_reason(clip, item)), announce=k == 0)
+            continue
+        window.append((by_source[source], clip))
+        if (sum(len(i) for i, _ in window) >= size
+                or sum(c.seconds_used for _, c in window) >= MAX_WINDOW_AUDIO_SECONDS):
+            yield window
+            window, size = [], config.batch_size * WINDOW_BATCHES
+    if window:
+        yield window
 
 
 def _reason(err: Exception, item: Item) -> str:
@@ -294,16 +320,23 @@ def _min_samples(model) -> int:
     return hi
 
 
-def _answer_window(model, window: list[tuple[list[Item], Clip]], config: AskConfig,
-                   settings: GenerationSettings, stamp: dict[str, Any], writer: _Writer) -> None:
-    """Encode the window's files together, then generate batch after batch, sorted by length."""
+def _encode_window(model, window: list[tuple[list[Item], Clip]], config: AskConfig, stream) -> tuple[list, float]:
+    """Encode the window's files together: (rows of (item, features, clip), seconds per row)."""
+    import torch
+
     started = time.perf_counter()
     clips = [clip for _, clip in window]
-    features = encode_clips(model.encode, clips, config.encoder_batch_size)
+    with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
+        features = encode_clips(model.encode, clips, config.encoder_batch_size)  # on the host: synchronised
     for clip in clips:
         clip.chunks = []  # the waves are no longer needed: free them before generating
     rows = [(item, feats, clip) for (items, clip), feats in zip(window, features) for item in items]
-    encode_share = (time.perf_counter() - started) / len(rows)
+    return rows, (time.perf_counter() - started) / len(rows)
+
+
+def _generate_window(model, rows: list, encode_share: float, config: AskConfig, settings: GenerationSettings,
+                     stamp: dict[str, Any], writer: _Writer) -> None:
+    """Generate batch after batch, sorted by length, and write each batch's records."""
     lengths = [f.shape[-2] + len(model.tokenizer(item.question).input_ids) for item, f, _ in rows]
     for batch in length_batches(lengths, config.batch_size):
         t0 = time.perf_counter()

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One device run for every GPU benchmark (the lent GPU time is short): core, train, ask.
-# Usage on a GPU machine from the repo root:  bash benchmarks/gpu_suite.sh [core] [train] [ask]
+# Usage on a GPU machine from the repo root:  bash benchmarks/gpu_suite.sh [core] [train] [ask] [askjob]
+# (askjob: the ask job alone, with the product's decoding mode)
 set -u
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 if ls .whl/*.whl >/dev/null 2>&1; then  # wheels the GPU image lacks (soundfile, soxr, cffi)

@@ -324,9 +324,11 @@ def _encode_window(model, window: list[tuple[list[Item], Clip]], config: AskConf
     """Encode the window's files together: (rows of (item, features, clip), seconds per row)."""
     import torch
 
+    from musilingo_cli.decoding import CAPTURE_LOCK
+
     started = time.perf_counter()
     clips = [clip for _, clip in window]
-    with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
+    with CAPTURE_LOCK, torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
         features = encode_clips(model.encode, clips, config.encoder_batch_size)  # on the host: synchronised
     for clip in clips:
         clip.chunks = []  # the waves are no longer needed: free them before generating

@@ -54,7 +54,8 @@ class AskConfig:
         batch_size / encoder_batch_size: items generated / chunks encoded at once (None = by device).
         preset / max_new_tokens / seed: how answers are decoded (GenerationSettings).
         chunk_seconds / max_seconds: how long audio is cut and how much of it is used.
-        compile: CUDA-graphed decoding step (None = on for cuda, off elsewhere).
+        compile: torch.compile the decoding step (None = on for cuda, off elsewhere); on CUDA the
+            step is replayed as a CUDA graph either way.
         workers: decoding threads (None = one per core, at most 8).
         retry_errors: answer again items whose record in `output` is an error.
         on_record: called with each record as it is written (the CLI prints with it).

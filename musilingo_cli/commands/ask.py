@@ -31,7 +31,7 @@ def command(
     encoder_batch_size: Optional[int] = typer.Option(None, "--encoder-batch-size", help="Equal-length audio chunks encoded at once (default: 16 on cuda, 8 on cpu)."),
     chunk_seconds: float = typer.Option(30.0, "--chunk-seconds", help="Long audio is encoded in chunks of this length and their tokens joined."),
     max_seconds: Optional[float] = typer.Option(None, "--max-seconds", help="Use at most the first N seconds of each file."),
-    compile_: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="Compile the decoding step with CUDA graphs (default: on for cuda; the first batch of each size compiles)."),
+    compile_: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="Compile the decoding step with torch.compile (default: on for cuda; each new batch size waits for the compile). On cuda the step is a CUDA graph either way."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Threads decoding audio ahead of the model (default: one per core, at most 8)."),
     retry_errors: bool = typer.Option(False, "--retry-errors", help="On a rerun, answer again the items whose record is an error."),
 ) -> None:

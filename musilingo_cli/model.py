@@ -37,14 +37,18 @@ class Batch:
 
 
 class DecodedStop:
-    """Stop a row once its decoded tail holds `end_sym` (a fallback for any tokenizer)."""
+    """Stop a row once its decoded tail holds `end_sym`: a stopping criterion for transformers'
+    `generate` (a fallback for any tokenizer), and `holds` serves our decoding loop."""
 
     def __init__(self, tokenizer, end_sym: str, tail: int = 8):
         self.tokenizer, self.end_sym, self.tail = tokenizer, end_sym, tail
 
+    def holds(self, tails) -> list[bool]:
+        """Per row of token ids (a tensor or lists): does its decoded text hold `end_sym`?"""
+        return [self.end_sym in text for text in self.tokenizer.batch_decode(tails)]
+
     def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
-        texts = self.tokenizer.batch_decode(input_ids[:, -self.tail:])
-        return torch.tensor([self.end_sym in t for t in texts], device=input_ids.device)
+        return torch.tensor(self.holds(input_ids[:, -self.tail:]), device=input_ids.device)
 
 
 class MusiLingo(nn.Module):
@@ -145,7 +149,7 @@ class MusiLingo(nn.Module):
         if settings.needs_transformers:
             out = self._transformers_generate(batch.inputs_embeds, mask, settings)
         else:
-            stop = self._stop_in_tails if self.config.end_sym else None
+            stop = DecodedStop(self.tokenizer, self.config.end_sym).holds if self.config.end_sym else None
             out = self._decoder(compile).generate(batch.inputs_embeds, mask, settings, self._eos_ids(),
                                                   self.tokenizer.pad_token_id, stop)
         texts = self.tokenizer.batch_decode(out, skip_special_tokens=True)
@@ -168,9 +172,6 @@ class MusiLingo(nn.Module):
         eos = eos if eos is not None else self.llm.config.eos_token_id
         eos = eos if eos is not None else self.tokenizer.eos_token_id
         return [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
-
-    def _stop_in_tails(self, tails: list[list[int]]) -> list[bool]:
-        return [self.config.end_sym in text for text in self.tokenizer.batch_decode(tails)]
 
     def _transformers_generate(self, embeds: torch.Tensor, mask: torch.Tensor, settings: GenerationSettings):
         kwargs = {**settings.generate_kwargs(), "disable_compile": True}

@@ -117,7 +117,8 @@ def decoder_for(model, mode: str):
     from musilingo_cli.decoding import Decoder
 
     made = model.__dict__.setdefault("_bench_decoders", {})
-    made.setdefault(mode, Decoder(model.llm, mode))
+    if mode not in made:
+        made[mode] = Decoder(model.llm, mode)
     model._decoder(True)  # creates the model's registry
     model.__dict__["_decoders"][True] = made[mode]
     return made[mode]

@@ -285,17 +285,17 @@ def _windows(decoded, by_source: dict[str, list[Item]], config: AskConfig, stamp
     is one batch, so the accelerator starts sooner); files that failed to decode get their error
     records here."""
     window: list[tuple[list[Item], Clip]] = []
-    size = config.batch_size
+    size, items, seconds = config.batch_size, 0, 0.0
     for source, clip in decoded:
         if isinstance(clip, Exception):
             for k, item in enumerate(by_source[source]):
                 writer.write(_record(item, stamp, error=_reason(clip, item)), announce=k == 0)
             continue
         window.append((by_source[source], clip))
-        if (sum(len(i) for i, _ in window) >= size
-                or sum(c.seconds_used for _, c in window) >= MAX_WINDOW_AUDIO_SECONDS):
+        items, seconds = items + len(by_source[source]), seconds + clip.seconds_used
+        if items >= size or seconds >= MAX_WINDOW_AUDIO_SECONDS:
             yield window
-            window, size = [], config.batch_size * WINDOW_BATCHES
+            window, size, items, seconds = [], config.batch_size * WINDOW_BATCHES, 0, 0.0
     if window:
         yield window
 

@@ -46,10 +46,10 @@ def build(device: str, full: bool, tmp: Path):
     from model_helpers import make_tokenizer, mert_config_dict
     from transformers import HubertModel, LlamaConfig, LlamaForCausalLM
 
-    from musilingo_cli.config import ModelConfig
-    from musilingo_cli.encoder import AudioEncoder, mert_to_hubert_config
-    from musilingo_cli.llm import freeze, load_tokenizer
-    from musilingo_cli.model import MusiLingo
+    from musilingo_cli.model.config import ModelConfig
+    from musilingo_cli.model.encoder import AudioEncoder, mert_to_hubert_config
+    from musilingo_cli.model.llm import freeze, load_tokenizer
+    from musilingo_cli.model.musilingo import MusiLingo
 
     make_tokenizer(tmp / "tok")
     tok = load_tokenizer(str(tmp / "tok"))
@@ -106,7 +106,7 @@ HF = {"hf-dynamic": "transformers generate, dynamic cache",
 
 
 def label(how: str) -> str:
-    from musilingo_cli.decoding import MODES
+    from musilingo_cli.model.decoding import MODES
 
     return HF.get(how) or f"our loop, {MODES[how]}"
 
@@ -114,7 +114,7 @@ def label(how: str) -> str:
 def decoder_for(model, mode: str):
     """The decoder `model.generate(..., compile=True)` (what the ask job calls on CUDA) uses,
     switched to `mode`; one instance per mode, so each compiles once."""
-    from musilingo_cli.decoding import Decoder
+    from musilingo_cli.model.decoding import Decoder
 
     made = model.__dict__.setdefault("_bench_decoders", {})
     if mode not in made:
@@ -127,7 +127,7 @@ def decoder_for(model, mode: str):
 def bench_decode(model, device: str, tokens: int, how: str, batch: int = 1) -> float:
     """ms per decoding step for `batch` ten-second clips (prefill excluded): transformers' generate
     (`how` in HF) or our loop in decoding mode `how`."""
-    from musilingo_cli.generation import GenerationSettings
+    from musilingo_cli.model.generation import GenerationSettings
 
     feats = model.encode(torch.randn(1, 10 * 24000) * 0.1)[0]
     prompt = model.build_batch([feats] * batch, ["Describe the music in detail."] * batch, padding_side="left")
@@ -152,7 +152,7 @@ def bench_decode(model, device: str, tokens: int, how: str, batch: int = 1) -> f
 
 
 def job_config(device: str, files: list[str], batch: int, enc_batch: int, compiled: bool, workers: int | None):
-    from musilingo_cli.ask import AskConfig
+    from musilingo_cli.pipelines.ask import AskConfig
 
     return AskConfig(inputs=files, questions=["Describe the music in detail."], preset="greedy", max_new_tokens=64,
                      device=device, dtype="bf16" if device.startswith("cuda") else "fp32", batch_size=batch,
@@ -163,7 +163,7 @@ def job_config(device: str, files: list[str], batch: int, enc_batch: int, compil
 def bench_job(model, device: str, files: list[str], batch: int, enc_batch: int, compiled: bool,
               workers: int | None) -> float:
     """Clips per second through the real ask pipeline (decode threads, encoder, generate, records)."""
-    from musilingo_cli.ask import run
+    from musilingo_cli.pipelines.ask import run
 
     config = job_config(device, files, batch, enc_batch, compiled, workers)
     run(dataclasses.replace(config, inputs=files[:batch]), model=model)  # compile / allocate for this batch size
@@ -178,7 +178,7 @@ def bench_job(model, device: str, files: list[str], batch: int, enc_batch: int, 
 def job_breakdown(model, device: str, files: list[str], batch: int, enc_batch: int, workers: int | None) -> str:
     """The job once more with timers: the main thread's seconds generating (prefill + decoding),
     waiting for decoded audio and in the rest, and the encoder thread's seconds (overlapped)."""
-    from musilingo_cli import ask
+    from musilingo_cli.pipelines import ask
 
     spent = {"generate": 0.0, "wait for audio": 0.0, "encode": 0.0}
 

@@ -22,9 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from musilingo_cli.adapter import combine_and_pool  # noqa: E402
-from musilingo_cli.encoder import AudioEncoder, mert_to_hubert_config  # noqa: E402
-from musilingo_cli.official import MERT_330M, VICUNA_7B  # noqa: E402
+from musilingo_cli.model.adapter import combine_and_pool  # noqa: E402
+from musilingo_cli.model.encoder import AudioEncoder, mert_to_hubert_config  # noqa: E402
+from musilingo_cli.model.release import MERT_330M, VICUNA_7B  # noqa: E402
 
 RATE = 24000
 TINY_MERT = {**MERT_330M, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128,

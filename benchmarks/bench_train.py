@@ -28,9 +28,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from musilingo_cli.config import ModelConfig  # noqa: E402
-from musilingo_cli.encoder import AudioEncoder, mert_to_hubert_config  # noqa: E402
-from musilingo_cli.model import MusiLingo  # noqa: E402
+from musilingo_cli.model.config import ModelConfig  # noqa: E402
+from musilingo_cli.model.encoder import AudioEncoder, mert_to_hubert_config  # noqa: E402
+from musilingo_cli.model.musilingo import MusiLingo  # noqa: E402
 
 CAPTION = ("A mellow acoustic guitar plays a slow folk melody with soft female vocals, a gentle piano and light "
            "percussion in the background; the mood is calm and nostalgic, like a quiet evening at home.")

@@ -10,7 +10,7 @@ import typer
 
 from musilingo_cli import __version__
 from musilingo_cli.commands import ask, evaluate, make_mi, train
-from musilingo_cli.errors import MusilingoError
+from musilingo_cli.core.errors import MusilingoError
 
 # Locals can hold API keys: never show them in tracebacks.
 app = typer.Typer(
@@ -52,7 +52,7 @@ def main() -> None:
             raise
         from rich.markup import escape
 
-        from musilingo_cli.console import stderr
+        from musilingo_cli.core.console import stderr
 
         stderr.print(f"[red]error:[/red] {escape(str(err))}", highlight=False)
         sys.exit(err.exit_code)

@@ -18,7 +18,7 @@ CORPUS = [
 @pytest.fixture(scope="session")
 def wordnet(tmp_path_factory):
     """WordNet via the Debian route into a fresh per-session cache (loaded once, about 6 s)."""
-    from musilingo_cli import nltk_data
+    from musilingo_cli.pipelines.evaluate import nltk_data
 
     cache = tmp_path_factory.mktemp("nltk_data")
     return nltk_data.ensure_wordnet(cache, search_normal_paths=False, allow_download=False)

@@ -84,7 +84,7 @@ def make_mert(directory: Path, hidden: int = 32, layers: int = 2, seed: int = 0,
     pickled pytorch_model.bin with the legacy weight-norm names."""
     from transformers import HubertModel
 
-    from musilingo_cli.encoder import mert_to_hubert_config
+    from musilingo_cli.model.encoder import mert_to_hubert_config
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -109,10 +109,10 @@ def _legacy_name(key: str) -> str:
 
 def build_model(tmp: Path, layer_combine: str = "mean", stage: str = "finetune", pool_window: int = 325, seed: int = 0):
     """A complete tiny MusiLingo (encoder + adapter + LLM) in fp32 on CPU."""
-    from musilingo_cli.config import ModelConfig
-    from musilingo_cli.encoder import load_encoder
-    from musilingo_cli.llm import load_llm, load_tokenizer
-    from musilingo_cli.model import MusiLingo
+    from musilingo_cli.model.config import ModelConfig
+    from musilingo_cli.model.encoder import load_encoder
+    from musilingo_cli.model.llm import load_llm, load_tokenizer
+    from musilingo_cli.model.musilingo import MusiLingo
 
     tmp = Path(tmp)
     if not (tmp / "llm" / "config.json").exists():

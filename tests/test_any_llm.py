@@ -5,9 +5,9 @@ import torch
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 from model_helpers import make_mert, make_tokenizer
-from musilingo_cli.config import ModelConfig
-from musilingo_cli.generation import GenerationSettings
-from musilingo_cli.loading import assemble
+from musilingo_cli.model.config import ModelConfig
+from musilingo_cli.model.generation import GenerationSettings
+from musilingo_cli.model.loader import assemble
 
 
 def test_qwen_without_bos(tmp_path):

@@ -19,15 +19,15 @@ from audio_helpers import write_corrupt, write_empty, write_music, write_text, w
 from model_helpers import build_model
 from typer.testing import CliRunner
 
-from musilingo_cli.adapter import num_audio_tokens
-from musilingo_cli.ask import AskConfig, run
-from musilingo_cli.batching import Clip, encode_clips, length_batches, prepare_clip
-from musilingo_cli.checkpoint import save_checkpoint
+from musilingo_cli.model.adapter import num_audio_tokens
+from musilingo_cli.pipelines.ask import AskConfig, run
+from musilingo_cli.data.batching import Clip, encode_clips, length_batches, prepare_clip
+from musilingo_cli.model.checkpoint import save_checkpoint
 from musilingo_cli.cli import app
-from musilingo_cli.config import CAPTION_INSTRUCTION
-from musilingo_cli.errors import AudioError, ConfigError, DataError
-from musilingo_cli.inputs import item_id
-from musilingo_cli.journal import read_jsonl
+from musilingo_cli.model.config import CAPTION_INSTRUCTION
+from musilingo_cli.core.errors import AudioError, ConfigError, DataError
+from musilingo_cli.data.inputs import item_id
+from musilingo_cli.core.journal import read_jsonl
 
 RATE = 24000
 REPO = Path(__file__).resolve().parents[1]

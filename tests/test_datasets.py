@@ -17,9 +17,9 @@ import pyarrow.parquet as pq
 import pytest
 from audio_helpers import write_tone
 
-from musilingo_cli.config import CAPTION_INSTRUCTION
-from musilingo_cli.datasets import check_missing, detect_format, find_audio, load_examples, read_dataset
-from musilingo_cli.errors import DataError
+from musilingo_cli.model.config import CAPTION_INSTRUCTION
+from musilingo_cli.data.datasets import check_missing, detect_format, find_audio, load_examples, read_dataset
+from musilingo_cli.core.errors import DataError
 
 DATA = Path(__file__).parent / "data"
 MSD_ROWS = [{"track_id": f"TR{i:03d}", "title": f"t{i}", "artist_name": "a", "release": "r", "year": 2000 + i,

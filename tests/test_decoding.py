@@ -1,4 +1,4 @@
-"""Our decoding loop (musilingo_cli.decoding) against transformers' `generate` and warpers, on tiny
+"""Our decoding loop (musilingo_cli.model.decoding) against transformers' `generate` and warpers, on tiny
 random models: same tokens under greedy, same filtered distribution under sampling, EOS and
 min_new_tokens handled the same way, and a reused static cache leaves nothing behind."""
 
@@ -7,8 +7,8 @@ import torch
 from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
 from model_helpers import build_model
-from musilingo_cli.decoding import Decoder, choose_tokens, filter_logits
-from musilingo_cli.generation import GenerationSettings, postprocess
+from musilingo_cli.model.decoding import Decoder, choose_tokens, filter_logits
+from musilingo_cli.model.generation import GenerationSettings, postprocess
 
 GREEDY = GenerationSettings.from_preset("greedy", max_new_tokens=30)
 

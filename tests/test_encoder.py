@@ -13,8 +13,8 @@ import pytest
 import torch
 from model_helpers import make_mert, mert_config_dict
 
-from musilingo_cli.encoder import load_encoder, waves_to_tensor
-from musilingo_cli.errors import CheckpointError, ConfigError
+from musilingo_cli.model.encoder import load_encoder, waves_to_tensor
+from musilingo_cli.core.errors import CheckpointError, ConfigError
 
 PACKAGE = Path(__file__).resolve().parent.parent / "musilingo_cli"
 

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from audio_helpers import write_music
 from eval_helpers import wordnet  # noqa: F401  (fixture)
 from model_helpers import build_model
-from musilingo_cli.checkpoint import save_checkpoint
+from musilingo_cli.model.checkpoint import save_checkpoint
 from musilingo_cli.cli import app
 
 EXCERPT = Path(__file__).parent / "data" / "musicqa_eval_excerpt.json"  # real EvalMusicQA items (MU-LLaMA, MIT)

@@ -9,9 +9,10 @@ import pytest
 from eval_helpers import MUSICQA_EXCERPT, musicqa_json, tiny_bert, wordnet, write_jsonl  # noqa: F401
 from typer.testing import CliRunner
 
-from musilingo_cli import evaluate, metrics
+from musilingo_cli.pipelines.evaluate import pipeline as evaluate
+from musilingo_cli.pipelines.evaluate import metrics
 from musilingo_cli.cli import app
-from musilingo_cli.errors import DataError
+from musilingo_cli.core.errors import DataError
 
 runner = CliRunner()
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared beside the checkout

@@ -10,12 +10,12 @@ import torch
 from audio_helpers import write_corrupt, write_music
 from model_helpers import make_mert
 
-from musilingo_cli.adapter import combine_and_pool
-from musilingo_cli.audio import load_audio
-from musilingo_cli.datasets import Example
-from musilingo_cli.encoder import load_encoder
-from musilingo_cli.errors import ConfigError
-from musilingo_cli.features import Crop, FeatureCache, FeatureSpec, build_cache, encoder_fingerprint
+from musilingo_cli.model.adapter import combine_and_pool
+from musilingo_cli.model.audio import load_audio
+from musilingo_cli.data.datasets import Example
+from musilingo_cli.model.encoder import load_encoder
+from musilingo_cli.core.errors import ConfigError
+from musilingo_cli.data.feature_cache import Crop, FeatureCache, FeatureSpec, build_cache, encoder_fingerprint
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from collections import Counter
 from chat_server import NEGATIVE_MARKER, ChatServer, Faults
 from make_mi_helpers import excerpt_captions, fast_args, run_cli, start_cli, write_excerpt
 
-from musilingo_cli.journal import read_jsonl
+from musilingo_cli.core.journal import read_jsonl
 
 SECRET = "sk-test-secret-value"  # what make_mi_helpers puts in OPENAI_API_KEY
 

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 from eval_helpers import tiny_bert, tiny_roberta, wordnet  # noqa: F401 - session fixtures
 
-from musilingo_cli import metrics, nltk_data
-from musilingo_cli.errors import DataError
+from musilingo_cli.pipelines.evaluate import metrics
+from musilingo_cli.pipelines.evaluate import nltk_data
+from musilingo_cli.core.errors import DataError
 
 SLOW = "The tempo of the music is slow."
 # metrics.md §1.3: (ref, cand, qa B-U, qa char-BLEU4, word BLEU-4, word BLEU-1,

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from model_helpers import build_model
-from musilingo_cli.adapter import num_audio_tokens, pool_time
-from musilingo_cli.generation import GenerationSettings, postprocess
-from musilingo_cli.model import IGNORE
+from musilingo_cli.model.adapter import num_audio_tokens, pool_time
+from musilingo_cli.model.generation import GenerationSettings, postprocess
+from musilingo_cli.model.musilingo import IGNORE
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +163,7 @@ def test_stage1_has_no_prompt(tmp_path, waves):
 
 
 def test_decoded_stop_is_per_row(model):
-    from musilingo_cli.model import DecodedStop
+    from musilingo_cli.model.musilingo import DecodedStop
 
     tok = model.tokenizer
     rows = [tok("It is rock.###", add_special_tokens=False).input_ids, tok("It is a calm song", add_special_tokens=False).input_ids]

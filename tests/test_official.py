@@ -20,13 +20,13 @@ import pytest
 import torch
 from model_helpers import make_llm, make_mert
 
-from musilingo_cli.checkpoint import read_checkpoint, save_checkpoint
-from musilingo_cli.config import ModelConfig
-from musilingo_cli.encoder import waves_to_tensor
-from musilingo_cli.errors import CheckpointError
-from musilingo_cli.generation import GenerationSettings
-from musilingo_cli.loading import assemble, load_model
-from musilingo_cli.official import (MERT_330M, VICUNA_V0_TOKENIZER, find_prefixes, llama_config_from,
+from musilingo_cli.model.checkpoint import read_checkpoint, save_checkpoint
+from musilingo_cli.model.config import ModelConfig
+from musilingo_cli.model.encoder import waves_to_tensor
+from musilingo_cli.core.errors import CheckpointError
+from musilingo_cli.model.generation import GenerationSettings
+from musilingo_cli.model.loader import assemble, load_model
+from musilingo_cli.model.release import (MERT_330M, VICUNA_V0_TOKENIZER, find_prefixes, llama_config_from,
                                     mert_config_from)
 
 GREEDY = GenerationSettings.from_preset("greedy", max_new_tokens=8)
@@ -195,7 +195,7 @@ def test_release_checkpoint_round_trip(parts, waves, tmp_path):
 
 
 def test_export_release_writes_our_format(parts, waves, tmp_path):
-    from musilingo_cli.official import export_release
+    from musilingo_cli.model.release import export_release
 
     release = write_release(tmp_path / "rel", parts, FLAT, legacy=True, rotary=True, tokenizer=True)
     out = export_release(str(release), tmp_path / "ours")
@@ -251,7 +251,7 @@ def test_prefix_search_tolerates_nesting():
 def test_full_size_configs_from_shapes():
     from transformers import HubertModel
 
-    from musilingo_cli.encoder import mert_to_hubert_config
+    from musilingo_cli.model.encoder import mert_to_hubert_config
 
     m = lambda *s: torch.empty(*s, device="meta")  # noqa: E731
     llm = {"model.embed_tokens.weight": m(32001, 4096), "model.layers.0.mlp.gate_proj.weight": m(11008, 4096),
@@ -274,7 +274,7 @@ def test_vicuna_v0_style_tokenizer_is_repaired(tmp_path):
 
     import sentencepiece as spm
 
-    from musilingo_cli.official import load_release_tokenizer
+    from musilingo_cli.model.release import load_release_tokenizer
     from model_helpers import CAPTIONS_CSV
 
     with CAPTIONS_CSV.open(newline="") as f:
@@ -303,7 +303,7 @@ def test_training_can_start_from_a_release(parts, waves, tmp_path):
     """`train --init short`: the release's projection, MERT and Vicuna; the result loads alone."""
     from train_helpers import train_config, write_clips, write_qa_jsonl
 
-    from musilingo_cli import train
+    from musilingo_cli.pipelines.train import loop as train
 
     release = write_release(tmp_path / "rel", parts, WRAPPED, legacy=True, rotary=True, tokenizer=True)
     names = write_clips(tmp_path / "audio", 2)

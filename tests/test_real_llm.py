@@ -14,7 +14,7 @@ import torch
 
 from train_helpers import dist_env, make_parts, subprocess_env, train_config, write_clips  # noqa: F401
 
-from musilingo_cli.journal import read_jsonl
+from musilingo_cli.core.journal import read_jsonl
 
 pytestmark = pytest.mark.slow
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -42,7 +42,7 @@ def smollm2(tmp_path_factory):
 
 
 def test_adapter_learns_through_a_real_llm_and_ask_stops_at_the_end_symbol(smollm2, tmp_path, dist_env):
-    from musilingo_cli.train import run
+    from musilingo_cli.pipelines.train.loop import run
 
     _, mert = make_parts(tmp_path)
     names = write_clips(tmp_path / "audio", 2)

@@ -11,11 +11,11 @@ import pytest
 import torch
 from train_helpers import dist_env, make_parts, train_config, write_clips, write_qa_jsonl, yaml_config  # noqa: F401
 
-from musilingo_cli.errors import ConfigError, DataError
-from musilingo_cli.generation import GenerationSettings
-from musilingo_cli.journal import read_jsonl
-from musilingo_cli.schedule import warmup_cosine_lr
-from musilingo_cli.train import PRESETS, DataOrder, TrainConfig, deepspeed_config, param_groups, resolve_config, run
+from musilingo_cli.core.errors import ConfigError, DataError
+from musilingo_cli.model.generation import GenerationSettings
+from musilingo_cli.core.journal import read_jsonl
+from musilingo_cli.pipelines.train.schedule import warmup_cosine_lr
+from musilingo_cli.pipelines.train.loop import PRESETS, DataOrder, TrainConfig, deepspeed_config, param_groups, resolve_config, run
 
 WORDS = ["rock", "piano", "guitar", "bass"]  # one token each in the tiny tokenizer
 
@@ -103,11 +103,11 @@ def test_data_order_shards_are_disjoint_deterministic_and_resumable():
 
 
 def test_labels_are_ignore_outside_the_target(setup):
-    from musilingo_cli.loading import assemble
-    from musilingo_cli.model import IGNORE
+    from musilingo_cli.model.loader import assemble
+    from musilingo_cli.model.musilingo import IGNORE
 
     config = resolve_config({"encoder": str(setup["mert"]), "llm": str(setup["llm"])})
-    from musilingo_cli.train import model_config_for
+    from musilingo_cli.pipelines.train.loop import model_config_for
 
     model = assemble(model_config_for(config)[0], None, with_encoder=False)
     feats = [torch.randn(3, 32), torch.randn(5, 32)]
@@ -122,8 +122,8 @@ def test_labels_are_ignore_outside_the_target(setup):
 
 
 def test_weight_decay_only_on_weight_matrices(setup):
-    from musilingo_cli.loading import assemble
-    from musilingo_cli.train import _trainable_module, model_config_for
+    from musilingo_cli.model.loader import assemble
+    from musilingo_cli.pipelines.train.loop import _trainable_module, model_config_for
 
     config = resolve_config({"encoder": str(setup["mert"]), "llm": str(setup["llm"]), "layer_combine": "learned"})
     model = assemble(model_config_for(config)[0], None, with_encoder=False)
@@ -163,8 +163,8 @@ def test_zero2_loss_falls_and_the_checkpoint_answers(setup, dist_env):
     ours = load_file(run_dir / "final" / "adapter.safetensors")
     torch.testing.assert_close(ours["proj.weight"], ds_state["adapter.proj.weight"].float())
 
-    from musilingo_cli.audio import load_audio
-    from musilingo_cli.loading import load_model
+    from musilingo_cli.model.audio import load_audio
+    from musilingo_cli.model.loader import load_model
 
     model = load_model(str(run_dir / "final"))
     assert model.config.stage == "pretrain" and model.config.end_sym == "\n"

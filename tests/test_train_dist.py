@@ -12,7 +12,7 @@ import time
 import pytest
 from train_helpers import PYTHON, free_port, make_parts, subprocess_env, train_config, write_clips, write_qa_jsonl, yaml_config
 
-from musilingo_cli.journal import read_jsonl
+from musilingo_cli.core.journal import read_jsonl
 
 STEPS = 24
 

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from musilingo_cli.errors import ConfigError
+from musilingo_cli.core.errors import ConfigError
 
 
 def command(
@@ -36,7 +36,7 @@ def command(
     retry_errors: bool = typer.Option(False, "--retry-errors", help="On a rerun, answer again the items whose record is an error."),
 ) -> None:
     """Answer questions about music: `musilingo ask song.wav "What genre?"`, or many files, folders, manifests."""
-    from musilingo_cli.ask import AskConfig, run
+    from musilingo_cli.pipelines.ask import AskConfig, run
 
     inputs, questions = split_question(list(args or []), list(question or []), caption, manifest)
     single = manifest is None and len(inputs) == 1 and Path(inputs[0]).is_file() and len(questions) + caption == 1
@@ -84,7 +84,7 @@ def _printer(as_json: bool, single: bool, quiet: bool):
 
 
 def _print_summary(s: dict, single: bool) -> None:
-    from musilingo_cli.console import stderr, warn
+    from musilingo_cli.core.console import stderr, warn
 
     if single and not s["output"] and not s["failed"]:
         return

@@ -40,8 +40,8 @@ def command(
     no_per_item: bool = typer.Option(False, "--no-per-item", help="Do not write per-item scores."),
 ) -> None:
     """Score answers with BLEU-1..4, METEOR, ROUGE-L and BERTScore under a named profile, with a floor."""
-    from musilingo_cli import evaluate
-    from musilingo_cli.console import stdout
+    from musilingo_cli.pipelines.evaluate import pipeline as evaluate
+    from musilingo_cli.core.console import stdout
 
     config = evaluate.EvalConfig(
         predictions=list(predictions or []) + list(more_predictions or []), references=references, split=split, data=data, model=model,

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from musilingo_cli.errors import ConfigError
+from musilingo_cli.core.errors import ConfigError
 
 
 def command(
@@ -44,7 +44,7 @@ def command(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Build Music Instruct (MI) Q&A pairs from captions with a chat model, filter them, write MI JSON."""
-    from musilingo_cli.make_mi import MakeMIConfig, run
+    from musilingo_cli.pipelines.make_mi.pipeline import MakeMIConfig, run
 
     kinds = {"short": ("short",), "long": ("long",), "both": ("short", "long")}.get(kind)
     if kinds is None:
@@ -82,7 +82,7 @@ def _cost(value) -> str:
 
 
 def _print_dry_run(s: dict) -> None:
-    from musilingo_cli.console import stdout
+    from musilingo_cli.core.console import stdout
 
     for name, messages in s["example_messages"].items():
         stdout.rule(f"{name} prompt (first caption)")
@@ -96,7 +96,7 @@ def _print_dry_run(s: dict) -> None:
 
 
 def _print_summary(s: dict) -> None:
-    from musilingo_cli.console import stdout, warn
+    from musilingo_cli.core.console import stdout, warn
 
     kept = ", ".join(f"{k} {v}" for k, v in s["pairs_kept"].items())
     reasons = ", ".join(f"{k} {v}" for k, v in s["rejected_by_reason"].items()) or "none"

@@ -1,0 +1,375 @@
+"""`musilingo ask`: answer questions about audio files, one song or a catalogue of thousands.
+
+    items (file x question, stable ids) -> skip ids already in the output file
+      -> decode + resample in threads, ahead of the accelerator          (batching.decode_ahead)
+      -> crop to --max-seconds, cut into --chunk-seconds chunks
+      -> encode equal-length chunks together, concatenate per file       (batching.encode_clips;
+         a window of files is encoded in a thread while the previous window generates)
+      -> generate for --batch-size items at once, sorted by length       (model.generate, left padding)
+      -> one record per item, appended and fsynced as each batch ends     (journal.Journal)
+
+A bad file becomes an error record and the batch goes on. Records are written as soon as their
+generation batch finishes, so a crash or Ctrl-C loses nothing already answered; rerunning with
+the same output file answers only what is missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from musilingo_cli.data.batching import Clip, decode_ahead, encode_clips, length_batches, prepare_clip
+from musilingo_cli.model.config import CAPTION_INSTRUCTION
+from musilingo_cli.core.console import progress, stderr, warn
+from musilingo_cli.core.errors import ConfigError
+from musilingo_cli.model.generation import GenerationSettings
+from musilingo_cli.data.inputs import Item, expand_paths, items_for, read_manifest
+from musilingo_cli.core.journal import Journal
+
+# Items gathered before encoding and sorting into generation batches, per generation batch:
+# a larger window pads less but holds more decoded audio.
+WINDOW_BATCHES = 2
+MAX_WINDOW_AUDIO_SECONDS = 4 * 3600  # ~1.4 GB of float32 at 24 kHz
+
+
+@dataclass
+class AskConfig:
+    """Everything `musilingo ask` needs; defaults are the command line's.
+
+    Attributes:
+        inputs: audio files, directories (searched recursively) and globs.
+        questions: asked about every input (and about manifest rows without a question).
+        caption: also ask the paper's captioning instruction.
+        manifest: CSV/TSV/JSONL with `path` and optional `question`, `id`.
+        model / encoder / llm: what `loading.load_model` takes; encoder + llm alone = untrained adapter.
+        output: JSONL file written as items finish; rerunning resumes it.
+        device / dtype / encoder_dtype: None = cuda + bf16 when available, else cpu + fp32.
+        batch_size / encoder_batch_size: items generated / chunks encoded at once (None = by device).
+        preset / max_new_tokens / seed: how answers are decoded (GenerationSettings).
+        chunk_seconds / max_seconds: how long audio is cut and how much of it is used.
+        compile: torch.compile the decoding step (None = on for cuda, off elsewhere); on CUDA the
+            step is replayed as a CUDA graph either way.
+        workers: decoding threads (None = one per core, at most 8).
+        retry_errors: answer again items whose record in `output` is an error.
+        on_record: called with each record as it is written (the CLI prints with it).
+        generate_options: GenerationSettings overrides (library use, e.g. the benchmark's
+            `min_new_tokens`).
+    """
+
+    inputs: list[str] = field(default_factory=list)
+    questions: list[str] = field(default_factory=list)
+    caption: bool = False
+    manifest: Path | None = None
+    model: str | None = None
+    encoder: str | None = None
+    llm: str | None = None
+    output: Path | None = None
+    device: str | None = None
+    dtype: str | None = None
+    encoder_dtype: str | None = None
+    batch_size: int | None = None
+    encoder_batch_size: int | None = None
+    preset: str = "official"
+    max_new_tokens: int | None = None
+    seed: int = 0
+    chunk_seconds: float = 30.0
+    max_seconds: float | None = None
+    compile: bool | None = None
+    workers: int | None = None
+    retry_errors: bool = False
+    on_record: Callable[[dict[str, Any]], None] | None = None
+    generate_options: dict[str, Any] = field(default_factory=dict)
+
+
+def run(config: AskConfig, model=None) -> dict[str, Any]:
+    """Answer every (audio, question) item; return a summary (counts, output path, timing).
+
+    `model` (a ready MusiLingo) skips loading what config.model/encoder/llm name; the device and
+    dtype settings then only pick defaults such as the batch size.
+    """
+    config = _resolved(config)
+    settings = GenerationSettings.from_preset(config.preset, max_new_tokens=config.max_new_tokens,
+                                              **config.generate_options)
+    items = collect_items(config)
+    journal = Journal(config.output, key=lambda r: r["id"]) if config.output else None
+    try:
+        todo, skipped, failed_before = _pending(items, journal, config.retry_errors)
+        summary = {"items": len(items), "skipped_done": skipped, "failed_before": failed_before,
+                   "answered": 0, "failed": 0, "output": str(config.output) if config.output else None}
+        if not todo:
+            return {**summary, "seconds": 0.0, "model": None}
+        started = time.perf_counter()
+        model = model if model is not None else _load(config)
+        _seed(config.seed)
+        spec = model_spec(config)
+        _warn_other_model(journal, spec)
+        stamp = {"model": spec, "settings": settings.to_dict(), "seed": config.seed}
+        writer = _Writer(journal, config.on_record, summary)
+        try:
+            with progress() as bar:
+                task = bar.add_task("ask", total=len(todo), status="")
+                writer.advance = lambda: bar.advance(task)
+                _answer_all(model, todo, config, settings, stamp, writer)
+        except KeyboardInterrupt:
+            if journal is not None:
+                warn(f"interrupted: {summary['answered'] + summary['failed']} new records are safe in {journal.path}; "
+                     "rerun the same command to answer the rest")
+            raise
+        summary.update(seconds=round(time.perf_counter() - started, 3), model=spec)
+        return summary
+    finally:
+        if journal is not None:
+            journal.close()
+            if config.retry_errors:
+                _compact(journal.path)
+
+
+def collect_items(config: AskConfig) -> list[Item]:
+    """The (audio, question) items of a run, in input order, duplicates (same id) dropped."""
+    questions = list(config.questions) + ([CAPTION_INSTRUCTION] if config.caption else [])
+    items: list[Item] = []
+    if config.manifest is not None:
+        items += read_manifest(config.manifest, questions)
+    if config.inputs:
+        if not questions:
+            raise ConfigError("no question: put it after the audio files (musilingo ask song.wav \"What genre?\"), "
+                              "or pass -q QUESTION or --caption")
+        items += items_for(expand_paths(config.inputs), questions)
+    if not items:
+        raise ConfigError("nothing to answer: give audio files, directories or globs, or --manifest FILE")
+    seen: set[str] = set()
+    return [i for i in items if not (i.id in seen or seen.add(i.id))]
+
+
+def model_spec(config: AskConfig) -> str:
+    """The model as a record names it: --model, plus any --encoder/--llm override."""
+    parts = [config.model or "untrained-adapter"]
+    parts += [f"encoder={config.encoder}"] if config.encoder else []
+    parts += [f"llm={config.llm}"] if config.llm else []
+    return " ".join(parts)
+
+
+# --- set-up ---------------------------------------------------------------------------------
+
+
+def _resolved(config: AskConfig) -> AskConfig:
+    """Fill the device-dependent defaults and check numbers a user typed."""
+    import torch
+
+    device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    on_cuda = device.startswith("cuda")
+    if on_cuda and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: CUDA is not available in this torch build/machine; use --device cpu")
+    dtype = config.dtype or ("bf16" if on_cuda else "fp32")
+    for name, value in (("--batch-size", config.batch_size), ("--encoder-batch-size", config.encoder_batch_size),
+                        ("--workers", config.workers), ("--max-new-tokens", config.max_new_tokens)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{name} must be at least 1, not {value}")
+    if config.chunk_seconds <= 0 or (config.max_seconds is not None and config.max_seconds <= 0):
+        raise ConfigError("--chunk-seconds and --max-seconds must be positive numbers of seconds")
+    return dataclasses.replace(
+        config, device=device, dtype=dtype, encoder_dtype=config.encoder_dtype or dtype,
+        batch_size=config.batch_size or (128 if on_cuda else 8),
+        encoder_batch_size=config.encoder_batch_size or (16 if on_cuda else 8),
+        workers=config.workers or min(8, os.cpu_count() or 1),
+        compile=on_cuda if config.compile is None else config.compile)
+
+
+def _load(config: AskConfig):
+    from musilingo_cli.model.loader import load_model
+
+    model = load_model(config.model, encoder=config.encoder, llm=config.llm, device=config.device,
+                       dtype=config.dtype, encoder_dtype=config.encoder_dtype)
+    if model.encoder is None:
+        raise ConfigError("this model has no audio encoder; pass --encoder")
+    return model
+
+
+def _seed(seed: int) -> None:
+    """Seed sampling once per run (batched sampling is not bit-identical to one-at-a-time)."""
+    import torch
+
+    torch.manual_seed(seed)
+
+
+def _pending(items: list[Item], journal: Journal | None, retry_errors: bool) -> tuple[list[Item], int, int]:
+    """(items still to answer, items skipped as done, how many of those are error records).
+
+    Done means recorded in the output file; with retry_errors an error record does not count."""
+    if journal is None:
+        return items, 0, 0
+    last = {r["id"]: r for r in journal.records}
+    done = {k for k, r in last.items() if not (retry_errors and r.get("error"))}
+    todo = [i for i in items if i.id not in done]
+    failed_before = sum(1 for i in items if i.id in done and last[i.id].get("error"))
+    return todo, len(items) - len(todo), failed_before
+
+
+def _warn_other_model(journal: Journal | None, spec: str) -> None:
+    others = sorted({r.get("model") for r in journal.records} - {spec}) if journal else []
+    if others:
+        warn(f"{journal.path} already holds answers from {', '.join(map(str, others))}; they are kept and "
+             f"skipped, new answers come from {spec} (use another -o file to keep runs apart)")
+
+
+# --- the pipeline -----------------------------------------------------------------------------
+
+
+class _Writer:
+    """Writes each record (journal, callback, error line) and keeps the summary's counts."""
+
+    def __init__(self, journal: Journal | None, on_record, summary: dict[str, Any]):
+        self.journal, self.on_record, self.summary = journal, on_record, summary
+        self.advance: Callable[[], None] = lambda: None
+
+    def write(self, record: dict[str, Any], announce: bool = True) -> None:
+        """Append `record`; an error is also told on stderr in one line (once per file: `announce`)."""
+        if self.journal is not None:
+            self.journal.append(record)
+        if record["error"]:
+            self.summary["failed"] += 1
+            if announce:
+                stderr.print(f"musilingo: {record['audio']}: {record['error']}", markup=False, highlight=False,
+                             soft_wrap=True)
+        else:
+            self.summary["answered"] += 1
+        if self.on_record is not None:
+            self.on_record(record)
+        self.advance()
+
+
+def _answer_all(model, todo: list[Item], config: AskConfig, settings: GenerationSettings,
+                stamp: dict[str, Any], writer: _Writer) -> None:
+    """Decode ahead, then encode and answer window after window of files."""
+    import torch
+
+    by_source: dict[str, list[Item]] = {}
+    for item in todo:
+        by_source.setdefault(item.source, []).append(item)
+    rate = model.encoder.sample_rate
+    min_samples = _min_samples(model)
+
+    def load(source: str) -> Clip:
+        return prepare_clip(source, rate, config.chunk_seconds, config.max_seconds, min_samples)
+
+    per_window = config.batch_size * WINDOW_BATCHES
+    decoded = decode_ahead(by_source, load, workers=config.workers, ahead=max(per_window, 2 * config.workers))
+    # Window n+1 is encoded in a thread, on its own CUDA stream, while window n generates: the
+    # encoder's large kernels fill the SMs that batched decoding leaves idle.
+    encoder = ThreadPoolExecutor(1, thread_name_prefix="encode")
+    stream = torch.cuda.Stream(config.device) if str(config.device).startswith("cuda") else None
+    pending = None
+    try:
+        for window in _windows(decoded, by_source, config, stamp, writer):
+            ready = encoder.submit(_encode_window, model, window, config, stream)
+            if pending is not None:
+                _generate_window(model, *pending.result(), config, settings, stamp, writer)
+            pending = ready
+        if pending is not None:
+            _generate_window(model, *pending.result(), config, settings, stamp, writer)
+    finally:
+        decoded.close()
+        encoder.shutdown(wait=True, cancel_futures=True)
+
+
+def _windows(decoded, by_source: dict[str, list[Item]], config: AskConfig, stamp: dict[str, Any],
+             writer: _Writer) -> Iterator[list[tuple[list[Item], Clip]]]:
+    """Decoded files grouped into windows of about WINDOW_BATCHES generation batches (the first
+    is one batch, so the accelerator starts sooner); files that failed to decode get their error
+    records here."""
+    window: list[tuple[list[Item], Clip]] = []
+    size, items, seconds = config.batch_size, 0, 0.0
+    for source, clip in decoded:
+        if isinstance(clip, Exception):
+            for k, item in enumerate(by_source[source]):
+                writer.write(_record(item, stamp, error=_reason(clip, item)), announce=k == 0)
+            continue
+        window.append((by_source[source], clip))
+        items, seconds = items + len(by_source[source]), seconds + clip.seconds_used
+        if items >= size or seconds >= MAX_WINDOW_AUDIO_SECONDS:
+            yield window
+            window, size, items, seconds = [], config.batch_size * WINDOW_BATCHES, 0, 0.0
+    if window:
+        yield window
+
+
+def _reason(err: Exception, item: Item) -> str:
+    """The error without the path it starts with (the record's `audio` names the file)."""
+    text = str(err)
+    for prefix in (item.source, item.audio):
+        if text.startswith(prefix + ": "):
+            return text[len(prefix) + 2:]
+    return text
+
+
+def _min_samples(model) -> int:
+    """Fewest samples that give the encoder one frame (400 for MERT's convolutions)."""
+    n = 1
+    while model.encoder.frames(n) < 1 and n < 1 << 20:
+        n *= 2
+    lo, hi = n // 2, n
+    while lo + 1 < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if model.encoder.frames(mid) < 1 else (lo, mid)
+    return hi
+
+
+def _encode_window(model, window: list[tuple[list[Item], Clip]], config: AskConfig, stream) -> tuple[list, float]:
+    """Encode the window's files together: (rows of (item, features, clip), seconds per row)."""
+    import torch
+
+    from musilingo_cli.model.decoding import CAPTURE_LOCK
+
+    started = time.perf_counter()
+    clips = [clip for _, clip in window]
+    with CAPTURE_LOCK, torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
+        features = encode_clips(model.encode, clips, config.encoder_batch_size)  # on the host: synchronised
+    for clip in clips:
+        clip.chunks = []  # the waves are no longer needed: free them before generating
+    rows = [(item, feats, clip) for (items, clip), feats in zip(window, features) for item in items]
+    return rows, (time.perf_counter() - started) / len(rows)
+
+
+def _generate_window(model, rows: list, encode_share: float, config: AskConfig, settings: GenerationSettings,
+                     stamp: dict[str, Any], writer: _Writer) -> None:
+    """Generate batch after batch, sorted by length, and write each batch's records."""
+    lengths = [f.shape[-2] + len(model.tokenizer(item.question).input_ids) for item, f, _ in rows]
+    for batch in length_batches(lengths, config.batch_size):
+        t0 = time.perf_counter()
+        answers = model.generate([rows[k][1] for k in batch], [rows[k][0].question for k in batch], settings,
+                                 compile=config.compile)
+        share = (time.perf_counter() - t0) / len(batch) + encode_share
+        for k, answer in zip(batch, answers):
+            item, feats, clip = rows[k]
+            writer.write(_record(item, stamp, answer=answer, clip=clip, tokens=feats.shape[-2], seconds=share))
+
+
+def _record(item: Item, stamp: dict[str, Any], answer: str | None = None, error: str | None = None,
+            clip: Clip | None = None, tokens: int | None = None, seconds: float = 0.0) -> dict[str, Any]:
+    """One line of the output file (schema: docs/ask.md)."""
+    record = {"id": item.id, "audio": item.audio, "question": item.question, "answer": answer, "error": error,
+              "model": stamp["model"],
+              "audio_seconds_total": round(clip.seconds_total, 3) if clip else None,
+              "audio_seconds_used": round(clip.seconds_used, 3) if clip else None,
+              "audio_tokens": tokens, "seconds": round(seconds, 4),
+              "settings": stamp["settings"], "seed": stamp["seed"]}
+    if item.extra:
+        record["extra"] = item.extra
+    return record
+
+
+def _compact(path: Path) -> None:
+    """Keep only the last record per id (after --retry-errors answered some again); atomic."""
+    from musilingo_cli.core.journal import read_jsonl, rewrite_jsonl
+
+    records = read_jsonl(path)
+    last = {r["id"]: r for r in records}
+    if len(last) != len(records):
+        rewrite_jsonl(path, last.values())

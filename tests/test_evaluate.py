@@ -9,10 +9,14 @@ import pytest
 from eval_helpers import MUSICQA_EXCERPT, musicqa_json, tiny_bert, wordnet, write_jsonl  # noqa: F401
 from typer.testing import CliRunner
 
-from musilingo_cli.pipelines.evaluate import pipeline as evaluate
 from musilingo_cli.pipelines.evaluate import metrics
+from musilingo_cli.pipelines.evaluate.answering import write_manifest
+from musilingo_cli.pipelines.evaluate.config import CAPTION_INSTRUCTION, EvalConfig, EvalItem
+from musilingo_cli.pipelines.evaluate.pairing import floor_references, pair
+from musilingo_cli.pipelines.evaluate.pipeline import run
+from musilingo_cli.pipelines.evaluate.readers import Prediction, load_split_items
 from musilingo_cli.cli import app
-from musilingo_cli.core.errors import DataError
+from musilingo_cli.core.errors import ConfigError, DataError
 
 runner = CliRunner()
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared beside the checkout
@@ -42,7 +46,7 @@ def _mi_file(path: Path, with_kind: bool = True) -> Path:
 
 
 def test_musicqa_loader_reads_questions_answers_and_ids(tmp_path):
-    items = evaluate.load_split_items("musicqa", musicqa_json(tmp_path / "EvalMusicQA.json"))
+    items = load_split_items("musicqa", musicqa_json(tmp_path / "EvalMusicQA.json"))
     assert len(items) == len(MUSICQA_EXCERPT)
     assert (items[0].id, items[0].audio, items[0].question) == ("012542.wav:0", "012542.wav", "Describe the audio")
     assert items[0].reference.startswith("The audio is an alternative rock")
@@ -50,10 +54,10 @@ def test_musicqa_loader_reads_questions_answers_and_ids(tmp_path):
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="real benchmark texts not on this machine")
 def test_real_files_give_the_published_test_sizes():
-    musicqa = evaluate.load_split_items("musicqa", SHARED / "EvalMusicQA.json")
-    caps = evaluate.load_split_items("musiccaps", SHARED / "musiccaps-public.csv")
+    musicqa = load_split_items("musicqa", SHARED / "EvalMusicQA.json")
+    caps = load_split_items("musiccaps", SHARED / "musiccaps-public.csv")
     assert len(musicqa) == 5040 and len({i.id for i in musicqa}) == 5040
-    assert len(caps) == 2858 and {i.question for i in caps} == {evaluate.CAPTION_INSTRUCTION}
+    assert len(caps) == 2858 and {i.question for i in caps} == {CAPTION_INSTRUCTION}
 
 
 def test_musiccaps_csv_keeps_audioset_eval_rows(tmp_path):
@@ -62,21 +66,21 @@ def test_musiccaps_csv_keeps_audioset_eval_rows(tmp_path):
         writer = csv.writer(f)
         writer.writerow(["ytid", "start_s", "end_s", "caption", "is_audioset_eval"])
         writer.writerows([["a", 0, 10, "A slow song.", "True"], ["b", 0, 10, "Rock.", "False"]])
-    items = evaluate.load_split_items("musiccaps", path)
+    items = load_split_items("musiccaps", path)
     assert [(i.id, i.question, i.reference) for i in items] == [("a", "Please give a caption to the music.", "A slow song.")]
 
 
 def test_music_instruct_filters_eval_split_and_kind(tmp_path):
     mixed = _mi_file(tmp_path / "mi.json")
-    assert [i.id for i in evaluate.load_split_items("mi-short", mixed)] == ["yt1:1", "yt3:3", "yt5:5"]
-    assert [i.id for i in evaluate.load_split_items("mi-long", mixed)] == ["yt2:2", "yt4:4"]
+    assert [i.id for i in load_split_items("mi-short", mixed)] == ["yt1:1", "yt3:3", "yt5:5"]
+    assert [i.id for i in load_split_items("mi-long", mixed)] == ["yt2:2", "yt4:4"]
     plain = _mi_file(tmp_path / "short.json", with_kind=False)
-    assert len(evaluate.load_split_items("mi-short", plain)) == 5  # no kind info: every eval item
+    assert len(load_split_items("mi-short", plain)) == 5  # no kind info: every eval item
 
 
 def test_hub_offline_and_not_cached_is_one_line_with_the_fix(tmp_path):
     with pytest.raises(DataError) as err:
-        evaluate.load_split_items("mi-short", None, cache_dir=tmp_path)
+        load_split_items("mi-short", None, cache_dir=tmp_path)
     message = str(err.value)
     assert "m-a-p/Music-Instruct" in message and "--data" in message and "\n" not in message
 
@@ -84,9 +88,9 @@ def test_hub_offline_and_not_cached_is_one_line_with_the_fix(tmp_path):
 def test_manifest_for_ask_resolves_ytids_and_names(tmp_path):
     (tmp_path / "yt1.flac").write_bytes(b"")
     (tmp_path / "012542.wav").write_bytes(b"")
-    items = [evaluate.EvalItem("yt1:0", "yt1", "Q", "r"), evaluate.EvalItem("012542.wav:0", "012542.wav", "Q", "r"),
-             evaluate.EvalItem("gone:1", "gone", "Q", "r")]
-    rows = [json.loads(x) for x in evaluate.write_manifest(items, tmp_path, tmp_path / "m.jsonl").read_text().splitlines()]
+    items = [EvalItem("yt1:0", "yt1", "Q", "r"), EvalItem("012542.wav:0", "012542.wav", "Q", "r"),
+             EvalItem("gone:1", "gone", "Q", "r")]
+    rows = [json.loads(x) for x in write_manifest(items, tmp_path, tmp_path / "m.jsonl").read_text().splitlines()]
     assert [Path(r["path"]).name for r in rows] == ["yt1.flac", "012542.wav", "gone"]
     assert [r["id"] for r in rows] == ["yt1:0", "012542.wav:0", "gone:1"] and rows[0]["question"] == "Q"
 
@@ -96,27 +100,27 @@ def test_manifest_for_ask_resolves_ytids_and_names(tmp_path):
 
 def _pred(**kw):
     base = {"id": None, "audio": None, "question": None, "answer": "x", "reference": None, "failed": False}
-    return evaluate.Prediction(**{**base, **kw})
+    return Prediction(**{**base, **kw})
 
 
 def test_pairs_by_id_then_by_audio_stem_and_question():
-    refs = [evaluate.EvalItem("a:0", "a.wav", "Q1", "r1"), evaluate.EvalItem("b:1", "b.wav", "Q2", "r2")]
-    _, items, unanswered = evaluate.pair([_pred(id="b:1"), _pred(id="a:0")], refs, "p")
+    refs = [EvalItem("a:0", "a.wav", "Q1", "r1"), EvalItem("b:1", "b.wav", "Q2", "r2")]
+    _, items, unanswered = pair([_pred(id="b:1"), _pred(id="a:0")], refs, "p")
     assert [i.reference for i in items] == ["r2", "r1"] and items[0].question == "Q2" and unanswered == 0
-    _, items, unanswered = evaluate.pair([_pred(audio="/data/b.flac", question="Q2 ")], refs, "p")
+    _, items, unanswered = pair([_pred(audio="/data/b.flac", question="Q2 ")], refs, "p")
     assert [i.reference for i in items] == ["r2"] and unanswered == 1
 
 
 def test_pairing_errors_are_explicit():
-    refs = [evaluate.EvalItem("a", "a", "Q", "r1"), evaluate.EvalItem("b", "b", "Q", "r2")]
+    refs = [EvalItem("a", "a", "Q", "r1"), EvalItem("b", "b", "Q", "r2")]
     with pytest.raises(DataError, match="duplicate ids.*a"):
-        evaluate.pair([_pred(id="a"), _pred(id="a")], refs, "p")
+        pair([_pred(id="a"), _pred(id="a")], refs, "p")
     with pytest.raises(DataError, match="1 answers have no reference, e.g. .*zz"):
-        evaluate.pair([_pred(id="a"), _pred(id="zz")], refs, "p")
-    keyless = [evaluate.EvalItem(None, None, None, "r")]
+        pair([_pred(id="a"), _pred(id="zz")], refs, "p")
+    keyless = [EvalItem(None, None, None, "r")]
     with pytest.raises(DataError, match="cannot pair 2 answers with 1 references"):
-        evaluate.pair([_pred(), _pred()], keyless, "p")
-    assert evaluate.pair([_pred()], keyless, "p")[1][0].reference == "r"  # no keys anywhere, same count: by position
+        pair([_pred(), _pred()], keyless, "p")
+    assert pair([_pred()], keyless, "p")[1][0].reference == "r"  # no keys anywhere, same count: by position
 
 
 # ---------------------------------------------------------------- floor
@@ -125,11 +129,11 @@ def test_pairing_errors_are_explicit():
 def test_floor_uses_other_items_of_the_same_question():
     questions = ["Q1", "Q1", "Q1", "Q2", "Q2", "Q3"]
     refs = ["a", "b", "c", "d", "e", "f"]
-    floor, fallback = evaluate.floor_references(questions, refs, seed=3)
+    floor, fallback = floor_references(questions, refs, seed=3)
     assert fallback == 1
     assert all(floor[i] != refs[i] for i in range(6))
     assert sorted(floor[:3]) == ["a", "b", "c"] and sorted(floor[3:5]) == ["d", "e"]
-    assert evaluate.floor_references(questions, refs, seed=3) == (floor, fallback)
+    assert floor_references(questions, refs, seed=3) == (floor, fallback)
 
 
 # ---------------------------------------------------------------- the command
@@ -166,7 +170,7 @@ def test_cli_json_two_files_side_by_side(tmp_path, wordnet, tiny_bert):
 def test_floor_groups_by_the_references_questions_when_answers_have_only_ids(tmp_path, wordnet):
     refs = musicqa_json(tmp_path / "EvalMusicQA.json")
     answers = write_jsonl(tmp_path / "ids.jsonl", [{"id": f"{a}:{i}", "answer": "Rock."} for i, (a, _, _) in enumerate(MUSICQA_EXCERPT)])
-    report = evaluate.run(evaluate.EvalConfig(predictions=[answers], references=refs, bertscore=False, write_per_item=False))
+    report = run(EvalConfig(predictions=[answers], references=refs, bertscore=False, write_per_item=False))
     # the excerpt has 3 questions asked twice and 6 asked once
     assert report.systems[0].counts["floor_fallback"] == 6
 
@@ -222,7 +226,7 @@ def test_cli_errors_are_one_line(tmp_path):
     ]:
         result = runner.invoke(app, ["eval", "--no-bertscore", *args])
         assert result.exit_code != 0
-        assert isinstance(result.exception, (DataError, evaluate.ConfigError)), result.output
+        assert isinstance(result.exception, (DataError, ConfigError)), result.output
         assert result.exception.exit_code == code and "\n" not in str(result.exception)
 
 
@@ -230,12 +234,12 @@ def test_missing_reference_lists_ids(tmp_path):
     refs = musicqa_json(tmp_path / "EvalMusicQA.json")
     answers = write_jsonl(tmp_path / "a.jsonl", [{"id": "nope:1", "answer": "x"}, {"id": "012542.wav:0", "answer": "y"}])
     with pytest.raises(DataError, match="nope:1"):
-        evaluate.run(evaluate.EvalConfig(predictions=[answers], references=refs, bertscore=False, write_per_item=False))
+        run(EvalConfig(predictions=[answers], references=refs, bertscore=False, write_per_item=False))
 
 
 def test_split_file_without_test_items_is_one_line_error(tmp_path):
     mi = tmp_path / "mi.json"
     mi.write_text(json.dumps({"QA": [{"question": "q", "answer": "a", "ytid": "x", "is_audioset_eval": False}]}))
     with pytest.raises(DataError, match="no test items") as err:
-        evaluate.load_split_items("mi-short", mi)
+        load_split_items("mi-short", mi)
     assert "\n" not in str(err.value)

@@ -40,7 +40,7 @@ def command(
     no_per_item: bool = typer.Option(False, "--no-per-item", help="Do not write per-item scores."),
 ) -> None:
     """Score answers with BLEU-1..4, METEOR, ROUGE-L and BERTScore under a named profile, with a floor."""
-    from musilingo_cli.pipelines.evaluate import pipeline as evaluate
+    from musilingo_cli.pipelines import evaluate
     from musilingo_cli.core.console import stdout
 
     config = evaluate.EvalConfig(

@@ -23,7 +23,7 @@ import openai  # noqa: F401  (imported first so its import time is not in the fi
 from chat_server import ChatServer
 from make_mi_helpers import MUSICCAPS_EXCERPT
 
-from musilingo_cli.pipelines.make_mi.pipeline import MakeMIConfig, run
+from musilingo_cli.pipelines.make_mi import MakeMIConfig, run
 
 
 def write_captions(path: Path, n: int) -> Path:

@@ -8,7 +8,7 @@ from make_mi_helpers import MUSICCAPS_EXCERPT, run_cli, write_excerpt
 from musilingo_cli.data.captions import read_captions
 from musilingo_cli.pipelines.chat_api import UnparseableReply, parse_json_reply, retry_after
 from musilingo_cli.core.errors import ConfigError, DataError
-from musilingo_cli.pipelines.make_mi.pipeline import MakeMIConfig, load_prompt, parse_pairs, parse_verdicts, rule_rejects
+from musilingo_cli.pipelines.make_mi import MakeMIConfig, load_prompt, parse_pairs, parse_verdicts, rule_rejects
 
 
 def test_musiccaps_excerpt_reads_with_split(tmp_path):

@@ -44,7 +44,7 @@ def command(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Build Music Instruct (MI) Q&A pairs from captions with a chat model, filter them, write MI JSON."""
-    from musilingo_cli.pipelines.make_mi.pipeline import MakeMIConfig, run
+    from musilingo_cli.pipelines.make_mi import MakeMIConfig, run
 
     kinds = {"short": ("short",), "long": ("long",), "both": ("short", "long")}.get(kind)
     if kinds is None:

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from musilingo_cli.pipelines.evaluate import metrics
 from musilingo_cli.pipelines.evaluate.answering import write_manifest
-from musilingo_cli.pipelines.evaluate.config import CAPTION_INSTRUCTION, EvalConfig, EvalItem
+from musilingo_cli.model.config import CAPTION_INSTRUCTION
+from musilingo_cli.pipelines.evaluate.config import EvalConfig, EvalItem
 from musilingo_cli.pipelines.evaluate.pairing import floor_references, pair
 from musilingo_cli.pipelines.evaluate.pipeline import run
 from musilingo_cli.pipelines.evaluate.readers import Prediction, load_split_items

@@ -195,7 +195,7 @@ def test_release_checkpoint_round_trip(parts, waves, tmp_path):
 
 
 def test_export_release_writes_our_format(parts, waves, tmp_path):
-    from musilingo_cli.model.release import export_release
+    from musilingo_cli.model.loader import export_release
 
     release = write_release(tmp_path / "rel", parts, FLAT, legacy=True, rotary=True, tokenizer=True)
     out = export_release(str(release), tmp_path / "ours")

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from musilingo_cli.model.audio import AUDIO_EXTENSIONS
 from musilingo_cli.model.config import CAPTION_INSTRUCTION
 from musilingo_cli.core.errors import DataError
 from musilingo_cli.core.files import iter_jsonl_objects, read_json
@@ -33,7 +34,9 @@ FORMATS = ("msd", "musiccaps", "mi", "musicqa", "jsonl")
 SPLITS = ("train", "test", "all")
 # The official recipes crop these datasets randomly (seconds, at the encoder's rate: see audio.random_crop).
 RANDOM_CROP_SECONDS = {"msd": 30.5, "musicqa": 15.5}
-_AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".webm", ".mp4", ".aiff", ".aif")
+# every suffix `ask` accepts (one list: a file ask finds, train finds too), the common ones tried first
+_COMMON = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".webm", ".mp4", ".aiff", ".aif")
+_AUDIO_SUFFIXES = _COMMON + tuple(sorted(AUDIO_EXTENSIONS - set(_COMMON)))
 
 
 @dataclass

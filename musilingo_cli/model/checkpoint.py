@@ -1,6 +1,6 @@
 """Checkpoints: our format (a directory with `adapter.safetensors`, holding only the trained
-tensors, and `musilingo.json`), the official adapter-only `.pth` files, and `load_model`, the
-one entry point that turns what a user typed after `--model` into a ready MusiLingo."""
+tensors, and `musilingo.json`) and the official adapter-only `.pth` files. Which of these (or an
+official release) a user's spec names is decided in `loader.py`."""
 
 from __future__ import annotations
 

@@ -20,6 +20,23 @@ OFFICIAL_ENCODER = "m-a-p/MERT-v1-330M"
 OFFICIAL_LLM = "lmsys/vicuna-7b-v1.5"  # the paper used v0 (a delta); v1.5 needs no merge
 
 
+@dataclass(frozen=True)
+class EncoderInfo:
+    """What the rest of the pipeline needs to know about an encoder before loading its weights.
+
+    Attributes:
+        sample_rate: Hz the encoder hears (MERT-v1: 24000).
+        normalize: per-clip zero-mean/unit-variance input (the preprocessor's do_normalize).
+        hidden_size: D, the width of each hidden state (MERT-v1-330M: 1024).
+        num_hidden_states: L, hidden states returned per frame (layers + the input embedding: 25).
+    """
+
+    sample_rate: int
+    normalize: bool
+    hidden_size: int
+    num_hidden_states: int
+
+
 @dataclass
 class ModelConfig:
     """What a MusiLingo model is: parts, adapter shape and text format (official defaults).

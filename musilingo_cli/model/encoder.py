@@ -9,7 +9,6 @@ makes a zero-padded clip differ from the same clip alone, so batches hold equal 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ import torch
 from torch import nn
 
 from musilingo_cli.core.errors import CheckpointError, ConfigError
+from musilingo_cli.model.config import EncoderInfo
 from musilingo_cli.model.hub import resolve_dir
 
 ENCODER_FILES = ["config.json", "preprocessor_config.json", "*.safetensors", "pytorch_model.bin"]
@@ -47,7 +47,10 @@ def mert_to_hubert_config(mert: dict):
 
 class AudioEncoder(nn.Module):
     """Waveforms [B, S] at `sample_rate` -> all hidden states, L x [B, T, D]. Always frozen and
-    in eval mode (the official training left MERT in train mode; we do not copy that)."""
+    in eval mode (the official training left MERT in train mode; we do not copy that).
+
+    `model` is any transformers audio model whose forward takes `input_values` and returns
+    `hidden_states`; `sample_rate` (Hz) and `normalize` come from its preprocessor config."""
 
     def __init__(self, model: nn.Module, sample_rate: int, normalize: bool):
         super().__init__()
@@ -76,22 +79,10 @@ class AudioEncoder(nn.Module):
         return int(self.model._get_feat_extract_output_lengths(torch.tensor(num_samples)))
 
 
-@dataclass(frozen=True)
-class EncoderInfo:
-    """What the rest of the pipeline needs to know about an encoder before loading its weights."""
-
-    sample_rate: int
-    normalize: bool
-    hidden_size: int
-    num_hidden_states: int
-
-
 def describe_encoder(name_or_path: str) -> EncoderInfo:
-    """Rate, normalisation and shapes from the encoder's config files (no weights are read)."""
-    from musilingo_cli.model import release as official
-
-    if official.is_release(name_or_path):
-        return official.release_encoder_info(name_or_path)
+    """Rate, normalisation and shapes from the encoder's config files (no weights are read).
+    `name_or_path` is a hub id or a local directory of a plain encoder (loader.encoder_info
+    also takes official releases)."""
     directory = resolve_dir(name_or_path, "audio encoder", ENCODER_FILES)
     config = _read_json(directory / "config.json", required=True)
     rate, normalize = _preprocessing(directory, config)
@@ -99,12 +90,8 @@ def describe_encoder(name_or_path: str) -> EncoderInfo:
 
 
 def load_encoder(name_or_path: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> AudioEncoder:
-    """Load MERT (hub id or local directory) as HubertModel, any transformers audio model, or the
-    MERT inside an official MusiLingo release."""
-    from musilingo_cli.model import release as official
-
-    if official.is_release(name_or_path):
-        return official.release_encoder(name_or_path, device, dtype)
+    """Load MERT (hub id or local directory) as HubertModel, or any transformers audio model.
+    Raises CheckpointError when config and weights disagree or files are missing."""
     directory = resolve_dir(name_or_path, "audio encoder", ENCODER_FILES)
     config_dict = _read_json(directory / "config.json", required=True)
     model = _build(config_dict, directory)

@@ -1,106 +1,198 @@
-"""`load_model`: what a user passes as --model / --encoder / --llm -> a ready MusiLingo.
+"""The one loader: what a user typed after --model, --init, --encoder or --llm -> the parts.
 
---model may be one of our checkpoint directories, an official adapter `.pth`, or an official
-full release (hub id, local directory, or the aliases short / long / musicqa). With no
---model, --encoder and --llm give a freshly initialised adapter (smoke tests, benchmarks).
+A spec is, checked in this order:
+
+    checkpoint   our checkpoint directory (musilingo.json + adapter.safetensors)
+    pth          an official adapter-only `checkpoint_N.pth` (trained on Vicuna-7B v0)
+    release      an official full release: short / long / musicqa, m-a-p/MusiLingo-*, or a local copy
+    plain        (--encoder / --llm only) a hub id or local directory of an encoder or an LLM
+
+`read_adapter` answers --model and --init (a ModelConfig naming the parts, and the adapter
+tensors); `encoder_info`, `load_encoder_part`, `load_llm_part` and `load_tokenizer_part` answer
+for each part, whether it is plain or lives inside a release. Nothing else in the package decides
+what a spec is: release.py returns tensors and configs only, and encoder.py / llm.py know plain
+models only.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Literal
 
 import torch
 
-from musilingo_cli.model.checkpoint import is_checkpoint, read_checkpoint, read_official_pth
-from musilingo_cli.model.config import OFFICIAL_ENCODER, ModelConfig
 from musilingo_cli.core.console import warn
-from musilingo_cli.model.encoder import load_encoder
 from musilingo_cli.core.errors import CheckpointError, ConfigError
-from musilingo_cli.model.llm import load_llm, load_tokenizer, parse_dtype
+from musilingo_cli.model import release
+from musilingo_cli.model.checkpoint import is_checkpoint, read_checkpoint, read_official_pth, save_checkpoint
+from musilingo_cli.model.config import OFFICIAL_ENCODER, OFFICIAL_LLM, EncoderInfo, ModelConfig
+from musilingo_cli.model.encoder import AudioEncoder, describe_encoder, load_encoder, mert_to_hubert_config
+from musilingo_cli.model.llm import freeze, load_llm, load_tokenizer, parse_dtype
 from musilingo_cli.model.musilingo import MusiLingo
+
+SpecKind = Literal["checkpoint", "pth", "release", "plain"]
+
+
+def spec_kind(spec: str) -> SpecKind:
+    """Which of the four kinds `spec` is (no weights are read; a release may be looked up on the hub)."""
+    if is_checkpoint(spec):
+        return "checkpoint"
+    if str(spec).endswith(".pth"):
+        return "pth"
+    if release.is_release(spec):
+        return "release"
+    return "plain"
+
+
+def read_adapter(spec: str) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+    """--model / --init -> (ModelConfig naming the encoder, LLM and tokenizer, adapter state).
+
+    An official .pth names MERT-v1-330M and Vicuna-7B v1.5 (the caller may override the LLM; the
+    .pth was trained on v0). Raises CheckpointError for a missing file or anything else."""
+    kind = spec_kind(spec)
+    if kind == "checkpoint":
+        return read_checkpoint(spec)
+    if kind == "pth":
+        if not Path(spec).is_file():
+            raise CheckpointError(f"{spec}: no such file")
+        config = ModelConfig.for_stage("finetune", encoder=OFFICIAL_ENCODER, llm=OFFICIAL_LLM)
+        return config, read_official_pth(spec)
+    # anything else can only be a release: opening it says precisely what is missing or wrong
+    opened = release.open_release(spec)
+    return release.release_config(opened), release.adapter_state(opened)
+
+
+def with_parts(config: ModelConfig, encoder: str | None, llm: str | None) -> ModelConfig:
+    """`config` with --encoder / --llm replacing its parts; a new LLM brings its own tokenizer."""
+    changes = {k: v for k, v in {"encoder": encoder, "llm": llm}.items() if v}
+    if llm:
+        changes["tokenizer"] = None
+    return dataclasses.replace(config, **changes)
+
+
+# --- the parts ---------------------------------------------------------------------------------
+
+
+def encoder_info(spec: str) -> EncoderInfo:
+    """Rate, normalisation and shapes of an encoder spec (plain or a release's MERT), no weights read."""
+    if release.is_release(spec):
+        return release.release_encoder_info(release.open_release(spec))
+    return describe_encoder(spec)
+
+
+def load_encoder_part(spec: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> AudioEncoder:
+    """A frozen AudioEncoder from a plain encoder spec or from the MERT inside a release."""
+    if not release.is_release(spec):
+        return load_encoder(spec, device=device, dtype=dtype)
+    opened = release.open_release(spec)
+    return build_release_encoder(opened.read("encoder", device, dtype), device, dtype,
+                                 release.release_normalize(opened.directory))
+
+
+def load_llm_part(spec: str, device: str | torch.device, dtype: torch.dtype):
+    """(frozen causal LM, tokenizer or None) from a plain LLM spec or the Vicuna inside a release."""
+    if not release.is_release(spec):
+        return load_llm(spec, device=device, dtype=dtype), None
+    opened = release.open_release(spec)
+    lm = build_release_llm(opened.read("llm", device, dtype), device, opened.head_dim_hint())
+    return lm, release.load_release_tokenizer(opened.directory)[0]
+
+
+def load_tokenizer_part(spec: str):
+    """The tokenizer of a plain LLM spec or of a release (repaired to LLaMA's special ids)."""
+    if release.is_release(spec):
+        return release.load_release_tokenizer(release.resolve_release(spec)[0])[0]
+    return load_tokenizer(spec)
+
+
+def build_release_encoder(state: dict[str, torch.Tensor], device, dtype: torch.dtype, normalize: bool) -> AudioEncoder:
+    """MERT tensors -> AudioEncoder (a stock HubertModel created on meta, tensors assigned: held once)."""
+    from transformers import HubertModel
+
+    state = {k: v.to(device=device, dtype=dtype) for k, v in state.items()}
+    with torch.device("meta"):
+        model = HubertModel(mert_to_hubert_config(release.mert_config_from(state)))
+    _assign(model, state, "MERT encoder")
+    return AudioEncoder(model, release.MERT_RATE, normalize)
+
+
+def build_release_llm(state: dict[str, torch.Tensor], device, head_dim: int | None = None):
+    """Vicuna tensors (already on device, in their dtype) -> frozen LlamaForCausalLM."""
+    from transformers import LlamaForCausalLM
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
+    config = release.llama_config_from(state, head_dim)
+    with torch.device("meta"):
+        model = LlamaForCausalLM(config)
+    _assign(model, state, "LLM", rebuild={"model.rotary_emb": lambda: LlamaRotaryEmbedding(config)}, device=device)
+    return freeze(model)
+
+
+def _assign(model: torch.nn.Module, state: dict, what: str, rebuild: dict | None = None, device="cpu") -> None:
+    try:
+        model.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as err:
+        raise CheckpointError(f"the release's {what} does not match the expected architecture: "
+                              f"{' '.join(str(err).split())[:300]}") from None
+    for name, make in (rebuild or {}).items():  # non-persistent buffers are not in any state dict
+        parent, _, child = name.rpartition(".")
+        with torch.device(device):
+            setattr(model.get_submodule(parent), child, make())
+    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:
+        raise CheckpointError(f"the release's {what} leaves {len(left)} tensors unset (e.g. {left[0]})")
+
+
+# --- a whole model ------------------------------------------------------------------------------
 
 
 def load_model(model: str | None = None, encoder: str | None = None, llm: str | None = None,
                device: str = "cpu", dtype: str | torch.dtype = "fp32", encoder_dtype: str | torch.dtype = "fp32",
                with_encoder: bool = True) -> MusiLingo:
-    """Build a MusiLingo from a checkpoint spec, with --encoder/--llm overriding its parts."""
-    if model is not None and not is_checkpoint(model) and not str(model).endswith(".pth"):
-        from musilingo_cli.model.release import load_release
-
-        return load_release(model, encoder=encoder, llm=llm, device=device, dtype=dtype,
-                            encoder_dtype=encoder_dtype, with_encoder=with_encoder)
-    config, state = _config_and_state(model, encoder, llm)
-    return assemble(config, state, device, dtype, encoder_dtype, with_encoder)
-
-
-def _config_and_state(model: str | None, encoder: str | None, llm: str | None):
-    overrides = {k: v for k, v in {"encoder": encoder, "llm": llm}.items() if v}
+    """A ready MusiLingo from a --model spec, --encoder/--llm replacing its parts. With no --model,
+    --encoder and --llm give a freshly initialised adapter (smoke tests, benchmarks).
+    Raises ConfigError / CheckpointError with one line saying what to pass instead."""
     if model is None:
         if not (encoder and llm):
             raise ConfigError("no model given: pass --model (a checkpoint, an official .pth, or short/long/musicqa), "
                               "or both --encoder and --llm for an untrained adapter")
         warn("no adapter weights: using a freshly initialised adapter, so answers are meaningless "
              "(fine for smoke tests and benchmarks)")
-        return ModelConfig.for_stage("finetune", **overrides), None
-    if is_checkpoint(model):
-        config, state = read_checkpoint(model)
-        return dataclasses.replace(config, **overrides), state
-    if not Path(model).is_file():
-        raise CheckpointError(f"{model}: no such file")
-    if not llm:
+        return assemble(ModelConfig.for_stage("finetune", encoder=encoder, llm=llm), None, device, dtype,
+                        encoder_dtype, with_encoder)
+    if spec_kind(model) == "pth" and not llm:
         raise ConfigError(f"{model}: official .pth adapters were trained on Vicuna-7B v0; pass --llm with a merged "
                           "Vicuna-7B v0 directory, or use a full official release: --model short|long|musicqa")
-    return ModelConfig.for_stage("finetune", encoder=encoder or OFFICIAL_ENCODER, llm=llm), read_official_pth(model)
+    config, state = read_adapter(model)
+    return assemble(with_parts(config, encoder, llm), state, device, dtype, encoder_dtype, with_encoder)
 
 
 def assemble(config: ModelConfig, state: dict[str, torch.Tensor] | None, device: str = "cpu",
              dtype: str | torch.dtype = "fp32", encoder_dtype: str | torch.dtype = "fp32",
-             with_encoder: bool = True, llm_model: torch.nn.Module | None = None, tokenizer=None,
-             encoder_model=None) -> MusiLingo:
-    """Load the parts the config names (or take given ones) and the adapter weights."""
-    enc = encoder_model
-    if enc is None and with_encoder:
-        enc = load_encoder(config.encoder, device=device, dtype=parse_dtype(encoder_dtype))
+             with_encoder: bool = True, llm_model: torch.nn.Module | None = None, tokenizer=None) -> MusiLingo:
+    """Load the parts `config` names (the LLM and tokenizer may be given already loaded, as
+    training does) and the adapter weights. Without the encoder, its shapes come from its config."""
+    enc = load_encoder_part(config.encoder, device, parse_dtype(encoder_dtype)) if with_encoder else None
     if enc is not None and config.normalize_audio is not None:
         enc.normalize = config.normalize_audio
     lm, tok = llm_model, tokenizer
     if lm is None:
-        lm, release_tok = _llm_part(config.llm, device, parse_dtype(dtype))
-        tok = tok if tok is not None else release_tok
+        lm, part_tok = load_llm_part(config.llm, device, parse_dtype(dtype))
+        tok = tok if tok is not None else part_tok
     if tok is None:
-        tok = _tokenizer_part(config.tokenizer or config.llm)
-    config = _with_shapes(config, enc, lm)
-    model = MusiLingo(config, lm, tok, enc)
+        tok = load_tokenizer_part(config.tokenizer or config.llm)
+    model = MusiLingo(_with_shapes(config, enc, lm), lm, tok, enc)
     if state is not None:
-        _load_adapter(model, state, config)
+        _load_adapter(model, state, model.config)
     model.adapter.to(device)
     return model
 
 
-# A part may itself be an official release (e.g. a checkpoint fine-tuned from `--init short`);
-# load_encoder handles that itself, the LLM and tokenizer are dispatched here.
-def _llm_part(name: str, device: str, dtype: torch.dtype):
-    from musilingo_cli.model import release as official
-
-    if official.is_release(name):
-        lm, tok, _ = official.release_llm(name, device, dtype)
-        return lm, tok
-    return load_llm(name, device=device, dtype=dtype), None
-
-
-def _tokenizer_part(name: str):
-    from musilingo_cli.model import release as official
-
-    if official.is_release(name):
-        return official.load_release_tokenizer(official.resolve_release(name)[0])[0]
-    return load_tokenizer(name)
-
-
-def _with_shapes(config: ModelConfig, encoder, llm) -> ModelConfig:
-    shapes = {"llm_hidden_size": llm.config.hidden_size}
-    if encoder is not None:
-        shapes.update(encoder_hidden_size=encoder.hidden_size, num_hidden_states=encoder.num_hidden_states)
+def _with_shapes(config: ModelConfig, encoder: AudioEncoder | None, llm) -> ModelConfig:
+    info = encoder or encoder_info(config.encoder)
+    shapes = {"llm_hidden_size": llm.config.hidden_size, "encoder_hidden_size": info.hidden_size,
+              "num_hidden_states": info.num_hidden_states}
     return dataclasses.replace(config, **shapes)
 
 
@@ -111,3 +203,28 @@ def _load_adapter(model: MusiLingo, state: dict[str, torch.Tensor], config: Mode
         raise CheckpointError(f"adapter weights {found} do not fit encoder {config.encoder!r} + LLM {config.llm!r} "
                               f"(expected {expected}); pass the --encoder/--llm the adapter was trained with")
     model.adapter.load_state_dict(state)
+
+
+def export_release(spec: str, out_dir: str | Path) -> Path:
+    """Convert an official release into our format: the adapter checkpoint plus `encoder/`
+    (HubertModel) and `llm/` (LlamaForCausalLM + tokenizer) saved with save_pretrained;
+    musilingo.json names them relative to the checkpoint directory. Weights keep the release's
+    dtype; one part is in memory at a time."""
+    import json
+
+    out = Path(out_dir)
+    opened = release.open_release(spec)
+    enc = build_release_encoder(opened.read("encoder"), "cpu", torch.float32, release.release_normalize(opened.directory))
+    enc.model.save_pretrained(out / "encoder")
+    (out / "encoder" / "preprocessor_config.json").write_text(json.dumps(
+        {"feature_extractor_type": "Wav2Vec2FeatureExtractor", "sampling_rate": enc.sample_rate, "feature_size": 1,
+         "padding_side": "right", "padding_value": 0.0, "return_attention_mask": True, "do_normalize": enc.normalize}))
+    shapes = {"encoder_hidden_size": enc.hidden_size, "num_hidden_states": enc.num_hidden_states}
+    del enc
+    lm = build_release_llm(opened.read("llm"), "cpu", opened.head_dim_hint())
+    lm.save_pretrained(out / "llm")  # in the release's dtype (no cast was asked for)
+    shapes["llm_hidden_size"] = lm.config.hidden_size
+    del lm
+    release.load_release_tokenizer(opened.directory)[0].save_pretrained(out / "llm")
+    config = ModelConfig.for_stage("finetune", encoder="encoder", llm="llm", **shapes)
+    return save_checkpoint(out, config, release.adapter_state(opened), training={"converted_from": opened.spec})

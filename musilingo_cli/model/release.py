@@ -10,8 +10,9 @@ A release is one merged state dict in safetensors shards (about 15 GB) holding t
 
 The prefixes are found from the keys, not assumed (the wrapper class of the custom code puts
 everything under `model.` with `audio_encoder.` / `llama_model.` inside, but any prefixes work).
-Configs are rebuilt from tensor shapes plus the known MERT-v1-330M / Vicuna-7B values, each part
-is created on the meta device and its tensors assigned (`assign=True`), so nothing is held twice.
+Configs are rebuilt from tensor shapes plus the known MERT-v1-330M / Vicuna-7B values. This module
+returns tensors and configs only: it imports neither the encoder, the LLM nor the loader, which
+builds the parts from what it returns (model/loader.py).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from musilingo_cli.model.config import ModelConfig
+from musilingo_cli.model.config import EncoderInfo, ModelConfig
 from musilingo_cli.core.console import warn
 from musilingo_cli.core.errors import CheckpointError
 from musilingo_cli.model.hub import resolve_dir
@@ -208,50 +209,6 @@ def _count(state: dict, pattern: str) -> int:
     return max(found) + 1 if found else 0
 
 
-# --- building the parts without a second copy of the weights ---
-
-def build_encoder(state: dict[str, torch.Tensor], device: str | torch.device, dtype: torch.dtype, normalize: bool = False):
-    """MERT tensors -> AudioEncoder (a stock HubertModel, created on meta, tensors assigned)."""
-    from transformers import HubertModel
-
-    from musilingo_cli.model.encoder import AudioEncoder, mert_to_hubert_config
-
-    state = {k: v.to(device=device, dtype=dtype) for k, v in state.items()}
-    with torch.device("meta"):
-        model = HubertModel(mert_to_hubert_config(mert_config_from(state)))
-    _assign(model, state, "MERT encoder")
-    return AudioEncoder(model, MERT_RATE, normalize)
-
-
-def build_llm(state: dict[str, torch.Tensor], device: str | torch.device, head_dim: int | None = None):
-    """Vicuna tensors (already on device, in their dtype) -> frozen LlamaForCausalLM."""
-    from transformers import LlamaForCausalLM
-    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
-
-    from musilingo_cli.model.llm import freeze
-
-    config = llama_config_from(state, head_dim)
-    with torch.device("meta"):
-        model = LlamaForCausalLM(config)
-    _assign(model, state, "LLM", rebuild={"model.rotary_emb": lambda: LlamaRotaryEmbedding(config)}, device=device)
-    return freeze(model)
-
-
-def _assign(model: torch.nn.Module, state: dict, what: str, rebuild: dict | None = None, device="cpu") -> None:
-    try:
-        model.load_state_dict(state, strict=True, assign=True)
-    except RuntimeError as err:
-        raise CheckpointError(f"the release's {what} does not match the expected architecture: "
-                              f"{' '.join(str(err).split())[:300]}") from None
-    for name, make in (rebuild or {}).items():  # non-persistent buffers are not in any state dict
-        parent, _, child = name.rpartition(".")
-        with torch.device(device):
-            setattr(model.get_submodule(parent), child, make())
-    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
-    if left:
-        raise CheckpointError(f"the release's {what} leaves {len(left)} tensors unset (e.g. {left[0]})")
-
-
 def release_normalize(directory: Path) -> bool:
     """do_normalize from the release's preprocessor_config.json if it has one, else from
     MERT-v1-330M's own (what the official code's processor reads; one small file), else False
@@ -307,13 +264,20 @@ def _token_text(value) -> str:
     return value.get("content", "") if isinstance(value, dict) else (value or "")
 
 
-# --- the entry points ---
+# --- what the loader asks of a release ---
 
-def release_config(release: Release, tokenizer_source: Path, encoder: str | None, llm: str | None) -> ModelConfig:
+def adapter_state(release: Release) -> dict[str, torch.Tensor]:
+    """The trained projection as our adapter's state: {"proj.weight": [H, D], "proj.bias": [H]} in fp32."""
+    return {"proj." + k: v.float() for k, v in release.read("proj").items()}
+
+
+def release_config(release: Release, encoder: str | None = None, llm: str | None = None) -> ModelConfig:
     """Stage-2 text format (what the official evaluation uses: '###Human: ... ###Assistant: ',
     stop on '###'); the release config's end_sym '\\n' / max_txt_len 32 are qa.py defaults that
-    only matter for training. Parts point at the release unless overridden."""
-    tokenizer = None if llm else (release.spec if tokenizer_source == release.directory else VICUNA_V0_TOKENIZER)
+    only matter for training. Parts point at the release unless overridden; the tokenizer is the
+    release's own files if it carries them, else Vicuna v0's."""
+    has_tokenizer = any(release.directory.glob("tokenizer*"))
+    tokenizer = None if llm else (release.spec if has_tokenizer else VICUNA_V0_TOKENIZER)
     return ModelConfig.for_stage("finetune", encoder=encoder or release.spec, llm=llm or release.spec, tokenizer=tokenizer)
 
 
@@ -330,17 +294,8 @@ def is_release(spec: str | None) -> bool:
         return False
 
 
-def release_encoder(release: Release | str, device: str | torch.device, dtype: torch.dtype):
-    """The release's MERT as an AudioEncoder."""
-    release = open_release(release) if isinstance(release, str) else release
-    return build_encoder(release.read("encoder", device, dtype), device, dtype, release_normalize(release.directory))
-
-
-def release_encoder_info(spec: str):
+def release_encoder_info(release: Release) -> EncoderInfo:
     """EncoderInfo of the release's MERT from tensor names and shapes (no weights are read)."""
-    from musilingo_cli.model.encoder import EncoderInfo
-
-    release = open_release(spec)
     prefix = release.prefixes["encoder"]
     layers = _count({k[len(prefix):]: 0 for k in release.keys_of("encoder")}, r"encoder\.layers\.(\d+)\.")
     hidden = _shape(release, release.prefixes["proj"] + "weight")[1]  # llama_proj.weight is [H, D]
@@ -352,61 +307,3 @@ def _shape(release: Release, key: str) -> list[int]:
 
     with safe_open(str(release.shards[key]), framework="pt", device="cpu") as f:
         return list(f.get_slice(key).get_shape())
-
-
-def release_llm(release: Release | str, device: str | torch.device, dtype: torch.dtype):
-    """The release's merged Vicuna and its tokenizer: (model, tokenizer, tokenizer source)."""
-    release = open_release(release) if isinstance(release, str) else release
-    lm = build_llm(release.read("llm", device, dtype), device, release.head_dim_hint())
-    tok, source = load_release_tokenizer(release.directory)
-    return lm, tok, source
-
-
-def load_release(spec: str, encoder: str | None = None, llm: str | None = None, device: str = "cpu",
-                 dtype: str | torch.dtype = "fp32", encoder_dtype: str | torch.dtype = "fp32",
-                 with_encoder: bool = True):
-    """An official full release (alias short/long/musicqa, hub id, or local directory) -> MusiLingo.
-    `encoder` / `llm` replace the release's MERT / Vicuna with other models."""
-    from musilingo_cli.model.llm import parse_dtype
-    from musilingo_cli.model.loader import assemble
-
-    release = open_release(spec)
-    lm = tok = enc = None
-    tok_source = None
-    if llm is None:
-        lm, tok, tok_source = release_llm(release, device, parse_dtype(dtype))
-    if with_encoder and encoder is None:
-        enc = release_encoder(release, device, parse_dtype(encoder_dtype))
-    state = {"proj." + k: v.float() for k, v in release.read("proj").items()}
-    config = release_config(release, tok_source, encoder, llm)
-    if not with_encoder:  # assemble reads these from the encoder when it builds one
-        info = release_encoder_info(spec)
-        config = dataclasses.replace(config, encoder_hidden_size=info.hidden_size, num_hidden_states=info.num_hidden_states)
-    return assemble(config, state, device, dtype, encoder_dtype, with_encoder,
-                    llm_model=lm, tokenizer=tok, encoder_model=enc)
-
-
-def export_release(spec: str, out_dir: str | Path) -> Path:
-    """Convert a release into our format: the adapter checkpoint plus `encoder/` (HubertModel)
-    and `llm/` (LlamaForCausalLM + tokenizer) saved with save_pretrained; musilingo.json names
-    them relative to the checkpoint directory. Weights keep the release's dtype."""
-    from musilingo_cli.model.checkpoint import save_checkpoint
-
-    out = Path(out_dir)
-    release = open_release(spec)
-    enc = build_encoder(release.read("encoder"), "cpu", torch.float32, release_normalize(release.directory))
-    enc.model.save_pretrained(out / "encoder")
-    (out / "encoder" / "preprocessor_config.json").write_text(json.dumps(
-        {"feature_extractor_type": "Wav2Vec2FeatureExtractor", "sampling_rate": enc.sample_rate, "feature_size": 1,
-         "padding_side": "right", "padding_value": 0.0, "return_attention_mask": True, "do_normalize": enc.normalize}))
-    shapes = {"encoder_hidden_size": enc.hidden_size, "num_hidden_states": enc.num_hidden_states}
-    del enc  # one part in memory at a time
-    lm = build_llm(release.read("llm"), "cpu", release.head_dim_hint())
-    lm.save_pretrained(out / "llm")  # in the release's dtype (no cast was asked for)
-    shapes["llm_hidden_size"] = lm.config.hidden_size
-    del lm
-    tok, _ = load_release_tokenizer(release.directory)
-    tok.save_pretrained(out / "llm")
-    config = ModelConfig.for_stage("finetune", encoder="encoder", llm="llm", **shapes)
-    state = {"proj." + k: v.float() for k, v in release.read("proj").items()}
-    return save_checkpoint(out, config, state, training={"converted_from": release.spec})

@@ -48,7 +48,7 @@ class AskConfig:
         questions: asked about every input (and about manifest rows without a question).
         caption: also ask the paper's captioning instruction.
         manifest: CSV/TSV/JSONL with `path` and optional `question`, `id`.
-        model / encoder / llm: what `loading.load_model` takes; encoder + llm alone = untrained adapter.
+        model / encoder / llm: what `model.loader.load_model` takes; encoder + llm alone = untrained adapter.
         output: JSONL file written as items finish; rerunning resumes it.
         device / dtype / encoder_dtype: None = cuda + bf16 when available, else cpu + fp32.
         batch_size / encoder_batch_size: items generated / chunks encoded at once (None = by device).
@@ -373,3 +373,23 @@ def _compact(path: Path) -> None:
     last = {r["id"]: r for r in records}
     if len(last) != len(records):
         rewrite_jsonl(path, last.values())
+
+
+def answer(paths, questions, model=None, **options: Any) -> list[dict[str, Any]]:
+    """What `musilingo ask` does, as one call: every audio file in `paths` (files, folders, globs)
+    is asked every question in `questions`, whole songs heard in `chunk_seconds` chunks.
+
+    `model` is a spec for load_model (checkpoint, .pth, release alias) or a ready MusiLingo;
+    `options` are any other AskConfig fields (encoder, llm, preset, max_new_tokens, output, ...).
+    Returns one record per (file, question) in input order: id, audio, question, answer, error,
+    seconds heard, model and settings. A broken file gives a record with `error` set, not a raise.
+    """
+    records: list[dict[str, Any]] = []
+    ready = None if model is None or isinstance(model, (str, Path)) else model
+    spec = None if ready is not None or model is None else str(model)
+    inputs = [str(paths)] if isinstance(paths, (str, Path)) else [str(p) for p in paths]
+    asked = [questions] if isinstance(questions, str) else list(questions)
+    config = AskConfig(inputs=inputs, questions=asked, model=spec, on_record=records.append, **options)
+    run(config, model=ready)
+    order = {item.id: i for i, item in enumerate(collect_items(config))}
+    return sorted(records, key=lambda r: order.get(r["id"], len(order)))

@@ -10,7 +10,6 @@ from typing import Any
 
 SPLITS = ("mi-short", "mi-long", "musicqa", "musiccaps")
 FORMATS = ("table", "markdown", "csv", "json")
-CAPTION_INSTRUCTION = "Please give a caption to the music."
 # Where each split's annotations live on the Hugging Face hub (repo, candidate file paths).
 HUB_FILES = {
     "mi-short": ("m-a-p/Music-Instruct", ("MusicInstruct/music_instruct_short.json",)),

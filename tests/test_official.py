@@ -303,7 +303,8 @@ def test_training_can_start_from_a_release(parts, waves, tmp_path):
     """`train --init short`: the release's projection, MERT and Vicuna; the result loads alone."""
     from train_helpers import train_config, write_clips, write_qa_jsonl
 
-    from musilingo_cli.pipelines.train import loop as train
+    from musilingo_cli.pipelines.train import run
+    from musilingo_cli.pipelines.train.engine import model_config_for
 
     release = write_release(tmp_path / "rel", parts, WRAPPED, legacy=True, rotary=True, tokenizer=True)
     names = write_clips(tmp_path / "audio", 2)
@@ -311,10 +312,10 @@ def test_training_can_start_from_a_release(parts, waves, tmp_path):
     config = train_config(tmp_path, llm=None, mert=None, data=data, audio_dir=tmp_path / "audio", init=str(release),
                           pool_window=325, max_steps=1, save_every=1)
     config = dataclasses.replace(config, encoder=None, llm=None)  # the parts come from --init
-    model_config, state = train.model_config_for(config)
+    model_config, state = model_config_for(config)
     assert (model_config.encoder, model_config.llm) == (str(release), str(release))
     assert torch.equal(state["proj.weight"], parts[1])
-    result = train.run(config)
+    result = run(config)
     trained = load_model(str(result.final))
     assert trained.config.encoder == str(release)
     assert not torch.equal(trained.adapter.proj.weight, parts[1])  # one step moved it

@@ -42,7 +42,7 @@ def smollm2(tmp_path_factory):
 
 
 def test_adapter_learns_through_a_real_llm_and_ask_stops_at_the_end_symbol(smollm2, tmp_path, dist_env):
-    from musilingo_cli.pipelines.train.loop import run
+    from musilingo_cli.pipelines.train import run
 
     _, mert = make_parts(tmp_path)
     names = write_clips(tmp_path / "audio", 2)

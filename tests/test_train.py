@@ -14,8 +14,11 @@ from train_helpers import dist_env, make_parts, train_config, write_clips, write
 from musilingo_cli.core.errors import ConfigError, DataError
 from musilingo_cli.model.generation import GenerationSettings
 from musilingo_cli.core.journal import read_jsonl
+from musilingo_cli.pipelines.train import TrainConfig, resolve_config, run
+from musilingo_cli.pipelines.train.config import PRESETS
+from musilingo_cli.pipelines.train.data_source import DataOrder
+from musilingo_cli.pipelines.train.engine import deepspeed_config, param_groups
 from musilingo_cli.pipelines.train.schedule import warmup_cosine_lr
-from musilingo_cli.pipelines.train.loop import PRESETS, DataOrder, TrainConfig, deepspeed_config, param_groups, resolve_config, run
 
 WORDS = ["rock", "piano", "guitar", "bass"]  # one token each in the tiny tokenizer
 
@@ -107,7 +110,7 @@ def test_labels_are_ignore_outside_the_target(setup):
     from musilingo_cli.model.musilingo import IGNORE
 
     config = resolve_config({"encoder": str(setup["mert"]), "llm": str(setup["llm"])})
-    from musilingo_cli.pipelines.train.loop import model_config_for
+    from musilingo_cli.pipelines.train.engine import model_config_for
 
     model = assemble(model_config_for(config)[0], None, with_encoder=False)
     feats = [torch.randn(3, 32), torch.randn(5, 32)]
@@ -123,7 +126,7 @@ def test_labels_are_ignore_outside_the_target(setup):
 
 def test_weight_decay_only_on_weight_matrices(setup):
     from musilingo_cli.model.loader import assemble
-    from musilingo_cli.pipelines.train.loop import _trainable_module, model_config_for
+    from musilingo_cli.pipelines.train.engine import _trainable_module, model_config_for
 
     config = resolve_config({"encoder": str(setup["mert"]), "llm": str(setup["llm"]), "layer_combine": "learned"})
     model = assemble(model_config_for(config)[0], None, with_encoder=False)

@@ -58,7 +58,7 @@ def write_qa_jsonl(path: Path, names: list[str], with_questions: bool = True) ->
 
 def train_config(tmp: Path, llm: Path, mert: Path, data: Path, audio_dir: Path, **overrides):
     """A fast TrainConfig: fp32, tiny pool window (several audio tokens per 1 s clip)."""
-    from musilingo_cli.pipelines.train.loop import resolve_config
+    from musilingo_cli.pipelines.train import resolve_config
 
     values = dict(stage="finetune", data=[str(data)], audio_dir=str(audio_dir), out=str(tmp / "run"),
                   encoder=str(mert), llm=str(llm), pool_window=8, precision="fp32", max_steps=6, micro_batch=2,
@@ -85,7 +85,7 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 
 def yaml_config(path: Path, config) -> Path:
     """Write a TrainConfig as the YAML that --config reads."""
-    from musilingo_cli.pipelines.train.loop import config_yaml
+    from musilingo_cli.pipelines.train.config import config_yaml
 
     Path(path).write_text(config_yaml(config))
     return Path(path)

@@ -1,4 +1,4 @@
-"""`musilingo train`: parse options into a TrainConfig and call musilingo_cli.pipelines.train.loop.run."""
+"""`musilingo train`: parse options into a TrainConfig and call musilingo_cli.pipelines.train.run."""
 
 from __future__ import annotations
 
@@ -44,8 +44,9 @@ def command(
     local_rank: Optional[int] = typer.Option(None, "--local_rank", "--local-rank", hidden=True, help="Set by the deepspeed launcher."),
 ) -> None:
     """Train the adapter (DeepSpeed ZeRO): --stage pretrain on LP-MusicCaps-MSD, --stage finetune on MI / MusicQA / MusicCaps or your own data."""
+    # lazy: the training pipeline imports torch and DeepSpeed; `musilingo --help` must not
     from musilingo_cli.core.console import stdout
-    from musilingo_cli.pipelines.train.loop import resolve_config, run
+    from musilingo_cli.pipelines.train import resolve_config, run
 
     if local_rank is not None:  # the deepspeed launcher passes --local_rank=N (and usually LOCAL_RANK too)
         os.environ.setdefault("LOCAL_RANK", str(local_rank))

@@ -1,3 +1,16 @@
-"""`musilingo train`: stage 1 (pretrain) and stage 2 (finetune) of the adapter under DeepSpeed ZeRO."""
+"""`musilingo train`: stage 1 (pretrain) and stage 2 (finetune) of the adapter under DeepSpeed ZeRO.
 
-from musilingo_cli.pipelines.train.loop import TrainConfig, resolve_config, run  # noqa: F401
+config.py       the official recipes (PRESETS), TrainConfig, resolve_config, TrainResult
+distributed.py  ranks, the process group, barrier, cross-rank mean of the logged loss
+engine.py       the ModelConfig and --init state, the model, the adapter-only DeepSpeed engine, AdamW, the LR
+schedule.py     the learning-rate schedule (a function of the optimizer step)
+data_source.py  DataOrder (seeded, sharded, resumable) and FeatureSource (feature cache or encoder in the loop)
+checkpoints.py  DeepSpeed state, our adapter checkpoint, final/, resume
+metrics.py      progress bar, metrics.jsonl, TensorBoard, loss.png
+loop.py         run(config): the training loop that ties them together
+"""
+
+from musilingo_cli.pipelines.train.config import TrainConfig, TrainResult, resolve_config
+from musilingo_cli.pipelines.train.loop import run
+
+__all__ = ["TrainConfig", "TrainResult", "resolve_config", "run"]

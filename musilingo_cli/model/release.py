@@ -17,7 +17,6 @@ builds the parts from what it returns (model/loader.py).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 from collections import defaultdict

@@ -15,9 +15,10 @@ from musilingo_cli.data.datasets import check_missing
 from musilingo_cli.data.feature_cache import FeatureCache, FeatureSpec, build_cache, encoder_fingerprint
 from musilingo_cli.model.adapter import combine_and_pool
 from musilingo_cli.model.audio import load_audio, random_crop
-from musilingo_cli.model.encoder import ENCODER_FILES, describe_encoder, load_encoder
+from musilingo_cli.model.encoder import ENCODER_FILES
 from musilingo_cli.model.hub import resolve_dir
 from musilingo_cli.model.llm import parse_dtype
+from musilingo_cli.model.loader import encoder_info, load_encoder_part
 from musilingo_cli.pipelines.train.config import TrainConfig
 from musilingo_cli.pipelines.train.distributed import Dist, _barrier
 
@@ -89,7 +90,7 @@ class FeatureSource:
 
 def _feature_source(config: TrainConfig, model_config, examples, dist_info: Dist) -> FeatureSource:
     """Run the cache pass (if caching) and return where features come from."""
-    info = describe_encoder(model_config.encoder)
+    info = encoder_info(model_config.encoder)
     rate, normalize = info.sample_rate, info.normalize
     if model_config.normalize_audio is not None:  # the model config overrides the preprocessor (as loading does)
         normalize = model_config.normalize_audio
@@ -108,7 +109,8 @@ def _feature_source(config: TrainConfig, model_config, examples, dist_info: Dist
     )
 
     def load():
-        encoder = load_encoder(model_config.encoder, device=dist_info.device, dtype=parse_dtype(config.encoder_dtype))
+        dtype = parse_dtype(config.encoder_dtype)
+        encoder = load_encoder_part(model_config.encoder, device=dist_info.device, dtype=dtype)
         encoder.normalize = normalize
         return encoder
 

@@ -8,44 +8,29 @@ import json
 from pathlib import Path
 from typing import Any
 
-from musilingo_cli.core.errors import CheckpointError, ConfigError
-from musilingo_cli.model import release as official
-from musilingo_cli.model.checkpoint import is_checkpoint, read_checkpoint, read_official_pth
+from musilingo_cli.core.errors import ConfigError
 from musilingo_cli.model.config import OFFICIAL_ENCODER, OFFICIAL_LLM, ModelConfig
-from musilingo_cli.model.encoder import describe_encoder
-from musilingo_cli.model.loader import assemble
+from musilingo_cli.model.loader import assemble, encoder_info, read_adapter
 from musilingo_cli.pipelines.train.config import TrainConfig
 from musilingo_cli.pipelines.train.distributed import Dist
 from musilingo_cli.pipelines.train.schedule import warmup_cosine_lr
 
 
 def model_config_for(config: TrainConfig):
-    """The ModelConfig to train and the adapter state to start from (from --init, if given)."""
-    base, state = {}, None
+    """The ModelConfig to train and the adapter state to start from: --init (any spec the loader
+    reads: our checkpoint, an official .pth or release) names the parts unless --encoder/--llm do."""
+    base, state = None, None
     if config.init:
-        if is_checkpoint(config.init):
-            init_config, state = read_checkpoint(config.init)
-            base = {"encoder": init_config.encoder, "llm": init_config.llm, "tokenizer": init_config.tokenizer}
-        elif str(config.init).endswith(".pth") and Path(config.init).is_file():
-            state = read_official_pth(config.init)
-        elif official.is_release(config.init):  # e.g. --init short: its adapter, MERT and Vicuna
-            release = official.open_release(config.init)
-            state = {"proj." + k: v.float() for k, v in release.read("proj").items()}
-            base = {"encoder": release.spec, "llm": release.spec}
-        else:
-            raise CheckpointError(
-                f"--init {config.init}: not one of our checkpoint directories, an official .pth, "
-                "nor an official release (short, long, musicqa)"
-            )
-    encoder = config.encoder or base.get("encoder") or OFFICIAL_ENCODER
-    llm = config.llm or base.get("llm") or OFFICIAL_LLM
+        base, state = read_adapter(config.init)
+    encoder = config.encoder or (base.encoder if base else OFFICIAL_ENCODER)
+    llm = config.llm or (base.llm if base else OFFICIAL_LLM)
     overrides = {
         "layer_combine": config.layer_combine,
         "pool_window": config.pool_window,
         **({"max_txt_len": config.max_txt_len} if config.max_txt_len else {}),
-        **({"tokenizer": base["tokenizer"]} if base.get("tokenizer") and not config.llm else {}),
+        **({"tokenizer": base.tokenizer} if base and base.tokenizer and not config.llm else {}),
     }
-    info = describe_encoder(encoder)
+    info = encoder_info(encoder)
     shapes = {"encoder_hidden_size": info.hidden_size, "num_hidden_states": info.num_hidden_states}
     return ModelConfig.for_stage(config.stage, encoder=encoder, llm=llm, **overrides, **shapes), state
 

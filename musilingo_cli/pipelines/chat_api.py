@@ -211,11 +211,10 @@ class ChatClient:
             usage["completion_tokens"] += completion_tokens
             if finish == "length":
                 reason = "truncated"
+                tried = f"max_tokens {budget // 2} and then {budget}" if cut else f"max_tokens {budget}"
                 detail = (
-                    f"the reply was cut at the output limit (finish_reason 'length') with max_tokens {budget}"
-                    + (" and again with twice that" if cut else "")
-                    + "; the server may cap replies (Ollama num_predict, llama.cpp n_predict): raise that limit"
-                    " or --max-output-tokens"
+                    f"the reply was cut at the output limit (finish_reason 'length') with {tried}; the server may cap"
+                    " replies (Ollama num_predict, llama.cpp n_predict): raise that limit or --max-output-tokens"
                 )
                 if cut or budget is None:
                     raise RetriesExhausted(reason, f"{detail} (after {attempts} attempts)", usage, attempts)

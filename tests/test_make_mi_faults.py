@@ -4,8 +4,8 @@ on one output folder, billed-but-unjournaled requests, secrets in URLs, bad opti
 `openai` client over HTTP against tests/chat_server.py; the CLI as a subprocess."""
 
 import json
-import re
 import os
+import re
 import signal
 import time
 
@@ -249,9 +249,8 @@ def test_bad_option_from_the_cli_exits_2_before_reading_anything(tmp_path):
 
 
 def test_library_call_sends_its_budget_and_reads_the_reply():
-    with ChatServer() as server:
-        with ChatClient(ChatSettings(model="m", base_url=server.base_url, max_tokens=50)) as client:
-            messages = [{"role": "user", "content": "<caption>Soft piano.</caption> Write 1 question-answer pairs"}]
-            reply = client.chat_json(messages)
+    messages = [{"role": "user", "content": "<caption>Soft piano.</caption> Write 1 question-answer pairs"}]
+    with ChatServer() as server, ChatClient(ChatSettings(model="m", base_url=server.base_url, max_tokens=50)) as client:
+        reply = client.chat_json(messages)
     assert reply.data["pairs"][0]["answer"] == "Soft piano." and reply.attempts == 1
     assert server.log[0]["body"]["max_tokens"] == 50 and caption_of(server.log[0]["body"]["messages"]) == "Soft piano."

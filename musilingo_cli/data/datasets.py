@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from musilingo_cli.model.config import CAPTION_INSTRUCTION
 from musilingo_cli.core.errors import DataError
 from musilingo_cli.core.files import iter_jsonl_objects, read_csv_rows, read_json
+from musilingo_cli.model.config import CAPTION_INSTRUCTION
 
 FORMATS = ("msd", "musiccaps", "mi", "musicqa", "jsonl")
 SPLITS = ("train", "test", "all")

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from musilingo_cli.model.audio import AUDIO_EXTENSIONS
 from musilingo_cli.core.errors import ConfigError, DataError
 from musilingo_cli.core.files import looks_like_json, read_csv_rows, read_jsonl_objects
+from musilingo_cli.model.audio import AUDIO_EXTENSIONS
 
 _GLOB_CHARS = set("*?[")
 _MANIFEST_COLUMNS = {"path", "question", "id"}

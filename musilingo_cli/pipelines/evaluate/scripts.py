@@ -87,7 +87,8 @@ def script_notes(predictions: list[str], references: list[str]) -> list[str]:
     texts = " ".join(predictions[i - 1] + references[i - 1] for i in items)
     names = [name for name, block in _SCRIPTS if re.search(f"[{block}]", texts)]
     shown = ", ".join(map(str, items[:20])) + (f" and {len(items) - 20} more" if len(items) > 20 else "")
-    return [
+    note = (
         f"{len(items)} item(s) in scripts without spaces between words ({', '.join(names)}): "
         f"BLEU, METEOR and ROUGE-L count one token per character of those scripts (items {shown})"
-    ]
+    )
+    return [note]

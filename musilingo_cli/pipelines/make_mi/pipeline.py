@@ -31,7 +31,6 @@ from musilingo_cli.pipelines.make_mi.outputs import write_outputs
 from musilingo_cli.pipelines.make_mi.prompts import load_prompt
 from musilingo_cli.pipelines.make_mi.runner import State, execute, journal_key, plan
 
-
 LOCK_FILE = ".make-mi.lock"
 
 

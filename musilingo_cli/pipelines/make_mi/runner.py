@@ -194,7 +194,7 @@ class RequestLog:
     by the worker threads under a lock. Billed tokens are summed from it by `billed_tokens`."""
 
     def __init__(self, path: Path):
-        self._file = Path(path).open("a", encoding="utf-8")
+        self._file = Path(path).open("a", encoding="utf-8")  # noqa: SIM115 - open for the run; close() ends it
         self._lock = threading.Lock()
 
     def append(self, event: dict[str, Any]) -> None:

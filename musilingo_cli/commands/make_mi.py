@@ -31,7 +31,7 @@ def command(
     temperature: float = typer.Option(0.7, "--temperature", help="Sampling temperature for both prompts."),
     timeout: float = typer.Option(60.0, "--timeout", help="Seconds to wait for one reply before retrying."),
     max_retries: int = typer.Option(6, "--max-retries", help="Retries per request (429, 5xx, timeouts, unparseable replies) before the caption is recorded as failed."),
-    retry_base: float = typer.Option(1.0, "--retry-base", help="Backoff base in seconds (delay ~ U(0, base*2^k), at least Retry-After)."),
+    retry_base: float = typer.Option(1.0, "--retry-base", help="Jitter base in seconds for content retries (delay ~ U(0, base*2^k)); transport retries are the openai client's own."),
     max_retry_after: float = typer.Option(300.0, "--max-retry-after", help="Longest wait in seconds a server may ask for (Retry-After) that is honoured; a longer one fails the caption, naming the wait."),
     max_output_tokens: int = typer.Option(2048, "--max-output-tokens", help="Output budget per reply, sent as max_tokens; a reply cut at it is retried once with twice the budget."),
     retry_failed: bool = typer.Option(True, "--retry-failed/--no-retry-failed", help="On a rerun, request captions that failed before again."),

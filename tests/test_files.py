@@ -79,6 +79,10 @@ def test_non_utf8_names_file_line_and_encoding(tmp_path):
     message = str(err.value)
     assert message.startswith(f"{latin}:3: not UTF-8 text (byte 0xe9); it may be ") and "\n" not in message
     assert "-t UTF-8" in message
+    training = tmp_path / "mine.jsonl"
+    training.write_bytes(b'{"audio": "a.wav", "answer": "ok"}\n{"audio": "b.wav", "answer": "d\xe9j\xe0 vu"}\n')
+    with pytest.raises(DataError, match=r"mine.jsonl:2: not UTF-8 text \(byte 0xe9\); it may be "):
+        detect_format(training)
     utf16 = tmp_path / "p.json"
     utf16.write_bytes(json.dumps(RECORDS).encode("utf-16"))
     with pytest.raises(DataError, match=r"p.json:1: not UTF-8 text \(byte 0xff\); it may be UTF-16"):

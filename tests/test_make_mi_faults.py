@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import time
 
 import pytest
@@ -254,3 +255,17 @@ def test_library_call_sends_its_budget_and_reads_the_reply():
         reply = client.chat_json(messages)
     assert reply.data["pairs"][0]["answer"] == "Soft piano." and reply.attempts == 1
     assert server.log[0]["body"]["max_tokens"] == 50 and caption_of(server.log[0]["body"]["messages"]) == "Soft piano."
+
+
+def test_secret_in_base_url_is_redacted_in_recorded_failures(tmp_path):
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://alice:hunter2@127.0.0.1:{port}/v1"
+    out = tmp_path / "out"
+    result = run_cli(fast_args(url, out, *_one_row(tmp_path, "--max-retries", "0")))
+    assert result.returncode == 0, result.stderr
+    written = "".join(p.read_text() for p in out.iterdir() if p.is_file())
+    assert "hunter2" not in result.stdout + result.stderr + written
+    detail = read_jsonl(out / "rejects.jsonl")[0]["detail"]
+    assert detail.startswith(f"cannot reach http://***@127.0.0.1:{port}/v1")

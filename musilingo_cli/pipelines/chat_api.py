@@ -20,10 +20,8 @@ is passed to the client and never appears in a message; URLs are shown through `
 
 from __future__ import annotations
 
-import email.utils
 import json
 import random
-import re
 import threading
 import time
 import uuid
@@ -40,6 +38,13 @@ from musilingo_cli.pipelines.chat_access import (  # noqa: F401 - read_api_key, 
     is_local_host,
     read_api_key,
     redact_url,
+)
+from musilingo_cli.pipelines.chat_parsing import (
+    UnparseableReply,
+    error_message,
+    parse_json_reply,
+    retry_after,
+    unpack_completion,
 )
 
 RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504}
@@ -59,10 +64,6 @@ class RetriesExhausted(Exception):
         self.detail = detail
         self.usage = usage or {"prompt_tokens": 0, "completion_tokens": 0}
         self.attempts = attempts
-
-
-class UnparseableReply(Exception):
-    """The server answered, but the content is not the JSON we asked for (retried like a fault)."""
 
 
 class RateLimiter:
@@ -206,7 +207,7 @@ class ChatClient:
                 delay = self._backoff(attempt + 1)
                 continue
             attempts += taken + 1
-            text, prompt_tokens, completion_tokens, finish = _unpack(response)
+            text, prompt_tokens, completion_tokens, finish = unpack_completion(response)
             usage["prompt_tokens"] += prompt_tokens
             usage["completion_tokens"] += completion_tokens
             if finish == "length":
@@ -274,14 +275,14 @@ class ChatClient:
         except (openai.APIResponseValidationError, json.JSONDecodeError, ValueError) as err:
             self.events({"event": "reply", "request": request, "usage": None})  # billed, usage unknown
             raise _Malformed(f"response body is not valid JSON ({type(err).__name__})", raw.retries_taken + 1) from None
-        _, prompt_tokens, completion_tokens, _ = _unpack(response)
+        _, prompt_tokens, completion_tokens, _ = unpack_completion(response)
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}
         self.events({"event": "reply", "request": request, "usage": usage})
         return response, raw.retries_taken
 
     def _status_error(self, err, messages, seed, budget):
         status = err.status_code
-        message = _error_message(err)
+        message = error_message(err)
         if status == 400 and self.json_mode and "response_format" in message:
             # The server does not do JSON mode: ask in plain text and parse tolerantly.
             self.json_mode = False
@@ -345,80 +346,3 @@ class _Malformed(Exception):
     def __init__(self, detail: str, attempts: int):
         super().__init__(detail)
         self.detail, self.attempts = detail, attempts
-
-
-def retry_after(headers) -> float | None:
-    """Seconds to wait from `Retry-After` (seconds or HTTP date) or `retry-after-ms`; None if absent."""
-    if headers is None:
-        return None
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return max(0.0, float(ms) / 1000)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def _error_message(err) -> str:
-    body = getattr(err, "body", None)
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict) and inner.get("message"):
-            return str(inner["message"])
-        if isinstance(inner, str):
-            return inner
-    return str(getattr(err, "message", err))
-
-
-def _unpack(response) -> tuple[str, int, int, str | None]:
-    """(content, prompt tokens, completion tokens, finish_reason) of a chat completion."""
-    choices = getattr(response, "choices", None) or []
-    text, finish = "", None
-    if choices:
-        finish = getattr(choices[0], "finish_reason", None)
-        if getattr(choices[0], "message", None) is not None:
-            text = choices[0].message.content or ""
-    usage = getattr(response, "usage", None)
-    prompt = int(getattr(usage, "prompt_tokens", 0) or 0) if usage else 0
-    completion = int(getattr(usage, "completion_tokens", 0) or 0) if usage else 0
-    return text, prompt, completion, finish
-
-
-_FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
-
-
-def parse_json_reply(text: str) -> Any:
-    """The JSON in a model reply: the whole text, a fenced block, or the first object/array in it.
-
-    Raises UnparseableReply when none of these parse (servers without JSON mode often wrap
-    the JSON in prose or code fences).
-    """
-    if not text or not text.strip():
-        raise UnparseableReply("empty reply")
-    candidates = [text.strip()] + [m.group(1).strip() for m in _FENCE.finditer(text)]
-    for candidate in candidates:
-        try:
-            return json.loads(candidate)
-        except json.JSONDecodeError:
-            pass
-    decoder = json.JSONDecoder()
-    for match in re.finditer(r"[\[{]", text):
-        try:
-            value, _ = decoder.raw_decode(text, match.start())
-        except json.JSONDecodeError:
-            continue
-        if isinstance(value, (dict, list)) and value:
-            return value
-    raise UnparseableReply("no JSON object in the reply")

@@ -39,6 +39,7 @@ def retry_after(headers) -> float | None:
 
 
 def error_message(err) -> str:
+    """The server's own message from an `openai` APIStatusError (its JSON body's error.message)."""
     body = getattr(err, "body", None)
     if isinstance(body, dict):
         inner = body.get("error", body)

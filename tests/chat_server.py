@@ -12,8 +12,16 @@
 Faults (`Faults`) are drawn per request from a seeded RNG: 429 with Retry-After, 500, a hang
 past the client's timeout, a malformed JSON body, and a reply whose content is not JSON. The
 log records every request (kind, caption, outcome) so tests can count requests per caption;
-only requests that got a 200 reply count as `served` (billed). `hold()` makes new requests wait
-unanswered (for the kill-and-resume test); `release()` lets them go without a reply.
+only requests that got a 200 reply count as `served` (billed). Each log entry also keeps the
+request body as sent (`body`: messages, seed, max_tokens, ...), the client's retry-count header and
+the usage the reply reported (`usage`, None when no 200 reply). `hold()` makes new requests wait
+unanswered (for the kill-and-resume tests; `hold_at_filter` / `hold_at_request` start it at the Nth
+filter request / Nth request); `release()` lets them go without a reply.
+
+Output limits: `num_predict` cuts every reply longer than that many tokens (chars/4), as Ollama's
+`num_predict` or llama.cpp's `n_predict` do; a request's own `max_tokens` is honoured the same way;
+`cut_first` cuts the first N replies whatever their length. A cut reply is the first half of the
+text with `finish_reason: "length"`.
 
 Run alone: `python tests/chat_server.py --port-file PATH [--latency 0.2]`.
 """
@@ -101,7 +109,8 @@ class ChatServer:
 
     def __init__(self, faults: Faults | None = None, latency: float = 0.0, seed: int = 0,
                  reject_json_mode: bool = False, fail_captions: set[str] | None = None, status_for_all: int | None = None,
-                 hold_at_filter: int | None = None):
+                 hold_at_filter: int | None = None, hold_at_request: int | None = None,
+                 num_predict: int | None = None, cut_first: int = 0):
         self.faults = faults or Faults()
         self.latency = latency
         self.reject_json_mode = reject_json_mode
@@ -110,6 +119,10 @@ class ChatServer:
         self.log: list[dict] = []
         self.hold_at_filter = hold_at_filter  # hold() when this many filter requests have arrived
         self._filters_seen = 0
+        self.hold_at_request = hold_at_request  # hold() when this many requests have arrived
+        self._requests_seen = 0
+        self.num_predict = num_predict  # server-side output cap in tokens (chars/4)
+        self.cut_first = cut_first  # cut the first N replies (finish_reason "length")
         self._script = list(self.faults.script)
         self.active = 0  # requests being answered now (held ones excluded)
         self._rng = random.Random(seed)
@@ -141,6 +154,14 @@ class ChatServer:
         """Held requests end without a reply; new ones are served again."""
         self._held.clear()
         self._release.set()
+
+    def billed_tokens(self) -> dict[str, int]:
+        """The usage reported in every 200 reply: what a paid API would bill."""
+        total = {"prompt_tokens": 0, "completion_tokens": 0}
+        for e in self.log:
+            for k in total:
+                total[k] += (e["usage"] or {}).get(k, 0)
+        return total
 
     def served(self, kind: str | None = None) -> Counter:
         """200 replies per distinct request (kind, caption, hash of the messages): what a paid API would bill."""
@@ -194,7 +215,12 @@ def _handler(server: ChatServer):
             # The same messages twice = the same request twice (short and long differ in prompts).
             request_sha = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()[:12]
             entry = {"kind": kind, "caption": caption, "request": request_sha, "json_mode": "response_format" in request,
-                     "authorization": self.headers.get("Authorization")}
+                     "authorization": self.headers.get("Authorization"), "body": request,
+                     "retry_count": self.headers.get("x-stainless-retry-count"), "usage": None}
+            with server._lock:
+                server._requests_seen += 1
+                if server.hold_at_request is not None and server._requests_seen >= server.hold_at_request:
+                    server._held.set()
             if kind == "filter" and server.hold_at_filter is not None:
                 with server._lock:
                     server._filters_seen += 1
@@ -237,12 +263,20 @@ def _handler(server: ChatServer):
                 return self._send_raw(200, b'{"id": "chatcmpl-x", "choices": [{"message": {"content": "{\\"pa')
             reply = generation_reply(messages) if kind == "generate" else filter_reply(messages)
             content = "I am sorry, I cannot help with that." if fault == "not_json" else json.dumps(reply)
-            server._record(**entry, outcome="not_json" if fault == "not_json" else "ok")
+            limits = [n for n in (server.num_predict, request.get("max_tokens")) if n is not None]
+            with server._lock:
+                cut = server.cut_first > 0 or any(len(content) // 4 > n for n in limits)
+                server.cut_first = max(0, server.cut_first - 1)
+            if cut:
+                content = content[: min([len(content) // 2] + [4 * n for n in limits])]
             prompt_tokens = sum(len(m.get("content", "")) for m in messages) // 4
+            usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(content) // 4, "total_tokens": prompt_tokens + len(content) // 4}
+            outcome = "cut" if cut else "not_json" if fault == "not_json" else "ok"
+            server._record(**{**entry, "usage": usage}, outcome=outcome)
             self._send(200, {
                 "id": "chatcmpl-local", "object": "chat.completion", "created": int(time.time()), "model": request.get("model", "local"),
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(content) // 4, "total_tokens": prompt_tokens + len(content) // 4},
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "length" if cut else "stop"}],
+                "usage": usage,
             })
 
         def _send(self, status: int, obj: dict, headers: dict | None = None):

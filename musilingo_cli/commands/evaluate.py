@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from musilingo_cli.core.errors import DataError
+
 
 def command(
     more_predictions: Optional[list[Path]] = typer.Argument(None, metavar="[FILE]...", help="More answers files, so that `--predictions a.jsonl b.jsonl` scores both."),
@@ -58,3 +60,5 @@ def command(
         stdout.print(evaluate.rich_table(report))
     else:
         typer.echo(evaluate.render_text(report, format), nl=False)
+    if report.unwritten_output:
+        raise DataError(f"the report above could not be written to --output {report.unwritten_output}; pass another --output")

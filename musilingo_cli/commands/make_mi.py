@@ -31,7 +31,9 @@ def command(
     temperature: float = typer.Option(0.7, "--temperature", help="Sampling temperature for both prompts."),
     timeout: float = typer.Option(60.0, "--timeout", help="Seconds to wait for one reply before retrying."),
     max_retries: int = typer.Option(6, "--max-retries", help="Retries per request (429, 5xx, timeouts, unparseable replies) before the caption is recorded as failed."),
-    retry_base: float = typer.Option(1.0, "--retry-base", help="Backoff base in seconds (delay ~ U(0, base*2^k), at least Retry-After)."),
+    retry_base: float = typer.Option(1.0, "--retry-base", help="Jitter base in seconds for content retries (delay ~ U(0, base*2^k)); transport retries are the openai client's own."),
+    max_retry_after: float = typer.Option(300.0, "--max-retry-after", help="Longest wait in seconds a server may ask for (Retry-After) that is honoured; a longer one fails the caption, naming the wait."),
+    max_output_tokens: int = typer.Option(2048, "--max-output-tokens", help="Output budget per reply, sent as max_tokens; a reply cut at it is retried once with twice the budget."),
     retry_failed: bool = typer.Option(True, "--retry-failed/--no-retry-failed", help="On a rerun, request captions that failed before again."),
     pairs_short: int = typer.Option(5, "--pairs-short", help="Pairs asked for per caption, short kind."),
     pairs_long: int = typer.Option(6, "--pairs-long", help="Pairs asked for per caption, long kind."),
@@ -55,6 +57,8 @@ def command(
         prompt_short=prompt_short, prompt_long=prompt_long, filter_prompt=filter_prompt,
         concurrency=concurrency, requests_per_minute=requests_per_minute or None, limit=limit, seed=seed,
         temperature=temperature, timeout=timeout, max_retries=max_retries, retry_base=retry_base,
+        max_retry_after=max_retry_after,
+        max_output_tokens=max_output_tokens,
         retry_failed=retry_failed, dry_run=dry_run, price_input=price_input, price_output=price_output,
         pairs={"short": pairs_short, "long": pairs_long},
         answer_words={"short": _bounds("--short-answer-words", short_words), "long": _bounds("--long-answer-words", long_words)},
@@ -104,6 +108,8 @@ def _print_summary(s: dict) -> None:
     stdout.print(f"captions done {s['units_done']} (caption x kind), failed {s['units_failed']}, skipped empty {s['captions_skipped_empty']}")
     t = s["tokens"]
     stdout.print(f"tokens {t['prompt_tokens']:,} in + {t['completion_tokens']:,} out; estimated cost {_cost(s['estimated_cost_usd'])}")
+    if s.get("requests_without_usage"):
+        warn(f"{s['requests_without_usage']} request(s) got no reply or no token count (an interrupted run); the server may have billed them, so the cost is a lower bound")
     for f in s["files"]:
         stdout.print(f"wrote {f}")
     if s["units_failed"]:

@@ -8,13 +8,12 @@ that names the file, the line and what to change.
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from musilingo_cli.core.errors import DataError
-from musilingo_cli.core.files import read_jsonl_objects
+from musilingo_cli.core.files import looks_like_json, read_csv_rows, read_jsonl_objects
 
 # MusicCaps' own column names (see ../shared/data/README.md).
 DEFAULT_ID_COLUMN = "ytid"
@@ -60,32 +59,13 @@ def read_captions(
     if path.stat().st_size == 0:
         raise DataError(f"{path}: the captions file is empty")
     split_column = split_column or None
-    rows = _jsonl_rows(path) if path.suffix.lower() in {".jsonl", ".json", ".ndjson"} else _csv_rows(path)
+    is_json = path.suffix.lower() in {".jsonl", ".json", ".ndjson"} or looks_like_json(path)
+    rows = _jsonl_rows(path) if is_json else _csv_rows(path)
     return _to_caption_set(path, rows, id_column, caption_column, split_column)
 
 
 def _csv_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start}); re-save it as UTF-8") from None
-    reader = csv.DictReader(text.splitlines(keepends=True), delimiter=delimiter, strict=True)
-    try:
-        columns = list(reader.fieldnames or [])
-        if not columns:
-            raise DataError(f"{path}: no header row; the first line must name the columns")
-        rows = []
-        for row in reader:
-            line = reader.line_num
-            if None in row:  # more fields than the header
-                raise DataError(f"{path}:{line}: row has {len(columns) + len(row[None])} fields but the header has {len(columns)}; quote fields that contain '{delimiter}'")
-            if any(v is None for v in row.values()):  # fewer fields than the header
-                raise DataError(f"{path}:{line}: row has fewer fields than the header's {len(columns)}")
-            rows.append((line, row))
-    except csv.Error as err:
-        raise DataError(f"{path}:{reader.line_num}: unreadable CSV row ({err})") from None
-    return columns, rows
+    return read_csv_rows(path)
 
 
 def _jsonl_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str, Any]]]]:

@@ -18,17 +18,16 @@ on True; MSD folders hold named splits; MusicQA and plain JSONL files are one sp
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from musilingo_cli.core.errors import DataError
+from musilingo_cli.core.files import iter_jsonl_objects, read_csv_rows, read_json
 from musilingo_cli.model.audio import AUDIO_EXTENSIONS
 from musilingo_cli.model.config import CAPTION_INSTRUCTION
-from musilingo_cli.core.errors import DataError
-from musilingo_cli.core.files import iter_jsonl_objects, read_json
 
 FORMATS = ("msd", "musiccaps", "mi", "musicqa", "jsonl")
 SPLITS = ("train", "test", "all")
@@ -121,11 +120,7 @@ def detect_format(path: Path) -> str:
 
 
 def _first_record(path: Path) -> Any:
-    if path.suffix == ".jsonl":
-        for _, row in iter_jsonl_objects(path):
-            return row
-        raise DataError(f"{path}: the file is empty")
-    return read_json(path)
+    return read_json(path)  # a JSON document or JSON lines, told apart by content (lines: a list)
 
 
 # --- readers -----------------------------------------------------------------------------------
@@ -167,9 +162,7 @@ def _msd_rows(path: Path, split: str) -> list[dict]:
         import pyarrow.parquet as pq
 
         return pq.read_table(path, columns=["path", "caption_writing"]).to_pylist()
-    if path.suffix == ".jsonl":
-        return [row for _, row in iter_jsonl_objects(path)]
-    data = read_json(path)
+    data = read_json(path)  # a JSON document or JSON lines (a list), whatever the extension
     if isinstance(data, dict) and split in data:  # {"train": [...], "test": [...]}
         data = data[split]
     if not isinstance(data, list):
@@ -215,8 +208,7 @@ def read_musiccaps(path: Path, split: str = "train") -> list[Example]:
     """MusicCaps CSV (or the official `{"ann": [...]}` JSON): caption as the answer to the fixed
     captioning instruction."""
     if path.suffix == ".csv":
-        with path.open(newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
+        rows = [row for _, row in read_csv_rows(path)[1]]
     else:
         data = read_json(path)
         rows = data.get("ann") if isinstance(data, dict) else None

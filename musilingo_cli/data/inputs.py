@@ -8,16 +8,15 @@ the command is run from and however the path was spelled.
 
 from __future__ import annotations
 
-import csv
 import glob
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from musilingo_cli.model.audio import AUDIO_EXTENSIONS
 from musilingo_cli.core.errors import ConfigError, DataError
-from musilingo_cli.core.files import read_jsonl_objects
+from musilingo_cli.core.files import looks_like_json, read_csv_rows, read_jsonl_objects
+from musilingo_cli.model.audio import AUDIO_EXTENSIONS
 
 _GLOB_CHARS = set("*?[")
 _MANIFEST_COLUMNS = {"path", "question", "id"}
@@ -95,7 +94,8 @@ def read_manifest(path: str | Path, default_questions: list[str]) -> list[Item]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"--manifest {path}: no such file")
-    rows = read_jsonl_objects(path) if path.suffix.lower() in (".jsonl", ".ndjson") else _read_csv_rows(path)
+    is_json = path.suffix.lower() in (".jsonl", ".ndjson", ".json") or looks_like_json(path)
+    rows = read_jsonl_objects(path) if is_json else _read_csv_rows(path)
     items = []
     for number, row in rows:
         audio = str(row.get("path") or "").strip()
@@ -118,12 +118,15 @@ def read_manifest(path: str | Path, default_questions: list[str]) -> list[Item]:
 
 
 def _read_csv_rows(path: Path) -> list[tuple[int, dict]]:
-    text = path.read_text(encoding="utf-8-sig")
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    reader = csv.DictReader(text.splitlines(), delimiter=delimiter)
-    if not reader.fieldnames or "path" not in reader.fieldnames:
-        raise DataError(f"{path}: a manifest needs a `path` column (found: {', '.join(reader.fieldnames or []) or 'no header'})")
-    return [(number, row) for number, row in enumerate(reader, start=2)]
+    try:
+        columns, rows = read_csv_rows(path)
+    except DataError as err:
+        if "no header row" not in str(err):
+            raise
+        columns, rows = [], []
+    if "path" not in columns:
+        raise DataError(f"{path}: a manifest needs a `path` column (found: {', '.join(columns) or 'no header'})")
+    return rows
 
 
 def _check_unique_ids(path: Path, items: list[Item]) -> None:

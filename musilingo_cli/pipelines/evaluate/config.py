@@ -83,3 +83,4 @@ class EvalReport:
     versions: dict[str, str]
     data_sources: dict[str, str]
     seed: int
+    unwritten_output: str | None = None  # "--output PATH (reason)" when the report could not be written

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+from musilingo_cli.pipelines.evaluate import scripts
+
 PROFILES = ("standard", "musilingo-paper")
 METRIC_KEYS = (
     "bleu1", "bleu2", "bleu3", "bleu4", "bleu_mean", "meteor", "rouge_l",
@@ -95,15 +97,16 @@ def corpus_bleu(predictions: list[str], references: list[str], order: int) -> fl
     """Corpus BLEU-n as LP-MusicCaps/HF evaluate compute it: sacrebleu, 13a, case-sensitive, no smoothing."""
     from sacrebleu.metrics import BLEU
 
-    bleu = BLEU(max_ngram_order=order, smooth_method="none", tokenize="13a")
+    tokenize, predictions, references, _ = scripts.bleu_setup(predictions, references)  # zh, ja, th: scripts.py
+    bleu = BLEU(max_ngram_order=order, smooth_method="none", tokenize=tokenize)
     return bleu.corpus_score(predictions, [references]).score / 100.0
 
 
-def sacrebleu_signature() -> str:
+def sacrebleu_signature(tokenize: str = "13a") -> str:
     """sacrebleu's signature string for the standard profile's BLEU-4."""
     from sacrebleu.metrics import BLEU
 
-    bleu = BLEU(max_ngram_order=4, smooth_method="none", tokenize="13a")
+    bleu = BLEU(max_ngram_order=4, smooth_method="none", tokenize=tokenize)
     bleu.corpus_score(["a"], [["a"]])  # sacrebleu only knows nrefs after scoring something
     return str(bleu.get_signature())
 
@@ -132,14 +135,15 @@ def meteor_scores(predictions: list[str], references: list[str], tokenizer: str)
         from nltk import word_tokenize as tokenize
     else:
         from nltk.tokenize import wordpunct_tokenize as tokenize
-    return [float(meteor_score([tokenize(r)], tokenize(p))) for p, r in zip(predictions, references)]
+    spaced = scripts.spaced  # one token per character of scripts written without spaces
+    return [float(meteor_score([tokenize(spaced(r))], tokenize(spaced(p)))) for p, r in zip(predictions, references)]
 
 
 def rouge_l_scores(predictions: list[str], references: list[str], *, stemmer: bool, part: str) -> list[float]:
     """rouge_score ROUGE-L per item; `part` is "fmeasure" (standard) or "recall" (qa.py)."""
     from rouge_score import rouge_scorer
 
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=stemmer)
+    scorer = rouge_scorer.RougeScorer(["rougeL"], tokenizer=scripts.RougeTokenizer(stemmer))
     return [float(getattr(scorer.score(r, p)["rougeL"], part)) for p, r in zip(predictions, references)]
 
 
@@ -213,7 +217,7 @@ def score(
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
     scores: dict[str, float | None] = dict.fromkeys(METRIC_KEYS)
     per_item: list[dict[str, float]] = [{} for _ in predictions]
-    result = MetricResult(scores, per_item)
+    result = MetricResult(scores, per_item, scripts.script_notes(predictions, references))
     if profile == "standard":
         _standard(predictions, references, result)
     else:
@@ -237,7 +241,8 @@ def _standard(predictions: list[str], references: list[str], result: MetricResul
         for n, value in enumerate(bleus, start=1):
             result.scores[f"bleu{n}"] = value
         result.scores["bleu_mean"] = math.fsum(bleus) / 4
-    result.signatures["bleu"] = sacrebleu_signature()
+    tokenize, _, _, suffix = scripts.bleu_setup(predictions, references)
+    result.signatures["bleu"] = sacrebleu_signature(tokenize) + suffix
     _put(result, "meteor", meteor_scores(predictions, references, "word_tokenize"))
     _put(result, "rouge_l", rouge_l_scores(predictions, references, stemmer=False, part="fmeasure"))
 

@@ -80,7 +80,10 @@ def run(config: EvalConfig) -> EvalReport:
     report = EvalReport(config.profile, systems, metrics.library_versions(), _data_sources(config), config.seed)
     if config.output is not None:
         fmt = "markdown" if config.format == "table" else config.format
-        config.output.write_text(render_text(report, fmt), encoding="utf-8")
+        try:
+            config.output.write_text(render_text(report, fmt), encoding="utf-8")
+        except OSError as err:  # the scores are computed: the caller still shows them, then says so
+            report.unwritten_output = f"{config.output} ({err.strerror or type(err).__name__})"
     return report
 
 

@@ -8,30 +8,19 @@ list}`, MusicQA `{audio_name}:{index in the list}`, MusicCaps `{ytid}`.
 
 from __future__ import annotations
 
-import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from musilingo_cli.core.errors import ConfigError, DataError
+from musilingo_cli.core.files import read_csv_rows, read_json, read_text
 from musilingo_cli.pipelines.evaluate.config import HUB_FILES, SPLITS, EvalItem
 
 
 def _read_json_or_jsonl(path: Path) -> Any:
-    from musilingo_cli.core.journal import read_jsonl
-
     if not path.is_file():
         raise DataError(f"{path} does not exist")
-    if path.suffix == ".jsonl":
-        return read_jsonl(path)
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        try:  # a JSONL file named .json
-            return read_jsonl(path)
-        except DataError:
-            raise DataError(f"{path}: not JSON or JSONL ({err.msg} at line {err.lineno})") from None
+    return read_json(path)  # core.files: BOM, CRLF, JSON vs JSON lines by content, encoding errors
 
 
 def _records(data: Any, path: Path) -> list[dict[str, Any]]:
@@ -163,10 +152,9 @@ def read_predictions(path: Path, prediction_field: str, reference_field: str) ->
 def read_train_captions(path: Path) -> list[str]:
     """Training captions: a text file (one per line), MusicCaps CSV (is_audioset_eval False rows) or JSON(L)."""
     if path.suffix == ".txt":
-        return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return [line for line in read_text(path).splitlines() if line.strip()]
     if path.suffix == ".csv":
-        with path.open(newline="", encoding="utf-8") as f:
-            return [r["caption"] for r in csv.DictReader(f) if str(r.get("is_audioset_eval")) != "True"]
+        return [r["caption"] for _, r in read_csv_rows(path)[1] if str(r.get("is_audioset_eval")) != "True"]
     data = _read_json_or_jsonl(path)
     if isinstance(data, list) and all(isinstance(x, str) for x in data):
         return data

@@ -4,10 +4,12 @@ checks `run` makes on a config before it reads anything."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from musilingo_cli.core.errors import ConfigError
+from musilingo_cli.pipelines.chat_access import check_base_url
 
 KINDS = ("short", "long")
 
@@ -43,7 +45,8 @@ class MakeMIConfig:
     timeout: float = 60.0
     max_retries: int = 6
     retry_base: float = 1.0
-    retry_max: float = 60.0
+    max_retry_after: float = 300.0  # longest server-set wait (Retry-After) honoured, seconds; longer fails the unit
+    max_output_tokens: int = 2048  # output budget sent as max_tokens; a cut reply is retried once with twice it
     retry_failed: bool = True
     dry_run: bool = False
     price_input: float | None = None
@@ -71,6 +74,17 @@ def check_config(config: MakeMIConfig) -> None:
         raise ConfigError("--limit must be at least 1")
     if config.max_retries < 0:
         raise ConfigError("--max-retries must be 0 or more")
+    if not config.timeout > 0:
+        raise ConfigError(f"--timeout must be more than 0 seconds, not {config.timeout:g}")
+    if config.requests_per_minute is not None and config.requests_per_minute < 0:
+        raise ConfigError(f"--requests-per-minute must be 0 (no limit) or more, not {config.requests_per_minute:g}")
+    if config.max_retry_after < 0:
+        raise ConfigError(f"--max-retry-after must be 0 or more seconds, not {config.max_retry_after:g}")
+    if config.max_output_tokens < 1:
+        raise ConfigError(f"--max-output-tokens must be at least 1, not {config.max_output_tokens}")
+    check_base_url(config.base_url, "--base-url")
+    if not config.base_url:
+        check_base_url(os.environ.get("OPENAI_BASE_URL") or None, "$OPENAI_BASE_URL")
     for kind in config.kinds:
         lo, hi = config.words_for(kind)
         if lo > hi:

@@ -11,7 +11,7 @@ from typing import Any
 from musilingo_cli.core.journal import atomic_write_text, read_jsonl
 from musilingo_cli.pipelines.make_mi.config import KINDS, MakeMIConfig
 from musilingo_cli.pipelines.make_mi.cost import estimate_cost
-from musilingo_cli.pipelines.make_mi.runner import State
+from musilingo_cli.pipelines.make_mi.runner import REQUESTS_FILE, State, billed_tokens
 
 
 def assemble(records: list[dict[str, Any]]) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]], State]:
@@ -95,19 +95,24 @@ def write_outputs(out: Path, config: MakeMIConfig, skipped_empty: int = 0) -> di
             part = [it for it in items[kind] if it["is_audioset_eval"] == is_eval]
             files.append(_write_json(out / f"music_instruct_{kind}_{split}.json", {"QA": part}))
     atomic_write_text(out / "rejects.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejects))
-    summary = _summary(config, items, rejects, state, skipped_empty)
+    summary = _summary(config, items, rejects, state, skipped_empty, billed_tokens(out / REQUESTS_FILE))
     summary["files"] = [str(f) for f in files] + [str(out / "rejects.jsonl"), str(out / "summary.json")]
     _write_json(out / "summary.json", summary)
     return summary
 
 
-def _summary(config, items, rejects, state: State, skipped_empty: int) -> dict[str, Any]:
+def _summary(config, items, rejects, state: State, skipped_empty: int, billed: dict[str, int] | None) -> dict[str, Any]:
     by_reason: dict[str, int] = {}
     for r in rejects:
         if not r["reason"].startswith("failed_"):
             by_reason[r["reason"]] = by_reason.get(r["reason"], 0) + 1
     generated = sum(len(g["pairs"]) + len(g.get("bad_items", [])) for g in state.generated.values())
-    cost = estimate_cost(config, state.tokens["prompt_tokens"], state.tokens["completion_tokens"])
+    # Tokens: every reply logged in requests.jsonl (a unit killed mid-retry was billed but never
+    # journaled); a request that never got a reply, or a reply without usage, may have been billed
+    # too, so the cost is then a lower bound. Journals from before requests.jsonl: the journal's sum.
+    tokens = dict(state.tokens) if billed is None else {k: billed[k] for k in ("prompt_tokens", "completion_tokens")}
+    unknown = None if billed is None else billed["unknown"]
+    cost = estimate_cost(config, tokens["prompt_tokens"], tokens["completion_tokens"])
     return {
         "captions_skipped_empty": skipped_empty,
         "units_done": len(state.filtered),
@@ -120,7 +125,9 @@ def _summary(config, items, rejects, state: State, skipped_empty: int) -> dict[s
         "pairs_kept": {kind: len(v) for kind, v in items.items()},
         "pairs_rejected": sum(by_reason.values()),
         "rejected_by_reason": dict(sorted(by_reason.items())),
-        "tokens": dict(state.tokens),
+        "tokens": tokens,
+        "requests_without_usage": unknown,
+        "cost_is_lower_bound": unknown is None or unknown > 0,
         "estimated_cost_usd": cost,
         "model": config.model,
     }

@@ -20,6 +20,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from filelock import FileLock, Timeout
+
+from musilingo_cli.core.errors import MusilingoError
 from musilingo_cli.core.journal import Journal
 from musilingo_cli.data.captions import read_captions
 from musilingo_cli.pipelines.make_mi.config import MakeMIConfig, check_config
@@ -27,6 +30,8 @@ from musilingo_cli.pipelines.make_mi.cost import dry_run_report
 from musilingo_cli.pipelines.make_mi.outputs import write_outputs
 from musilingo_cli.pipelines.make_mi.prompts import load_prompt
 from musilingo_cli.pipelines.make_mi.runner import State, execute, journal_key, plan
+
+LOCK_FILE = ".make-mi.lock"
 
 
 def run(config: MakeMIConfig) -> dict[str, Any]:
@@ -43,11 +48,23 @@ def run(config: MakeMIConfig) -> dict[str, Any]:
         return dry_run_report(config, captions, prompts, filter_prompt, caption_set.skipped_empty)
 
     config.out.mkdir(parents=True, exist_ok=True)
-    with Journal(config.out / "journal.jsonl", journal_key) as journal:
-        state = State()
-        for record in journal.records:
-            state.add(record)
-        todo = plan(captions, config, state)
-        execute(config, todo, state, journal, prompts, filter_prompt)
-    summary = write_outputs(config.out, config, skipped_empty=caption_set.skipped_empty)
-    return summary
+    # One run per output folder: a second one would send (and pay for) every request again. The
+    # lock (flock) is released by the kernel when a run dies, even by kill -9.
+    lock = FileLock(config.out / LOCK_FILE, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise MusilingoError(
+            f"another make-mi run is writing to {config.out} (it holds {config.out / LOCK_FILE}); "
+            "wait for it to finish or pass another --out"
+        ) from None
+    try:
+        with Journal(config.out / "journal.jsonl", journal_key) as journal:
+            state = State()
+            for record in journal.records:
+                state.add(record)
+            todo = plan(captions, config, state)
+            execute(config, todo, state, journal, prompts, filter_prompt)
+        return write_outputs(config.out, config, skipped_empty=caption_set.skipped_empty)
+    finally:
+        lock.release()

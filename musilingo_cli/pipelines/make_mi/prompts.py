@@ -25,17 +25,21 @@ class Prompt:
     user: str
 
     def messages(self, **values: Any) -> list[dict[str, str]]:
-        """Chat messages with placeholders filled (plain replace, so JSON braces stay literal)."""
+        """Chat messages with `{name}` placeholders filled in one pass: braces in the template that
+        name no value (JSON examples) and braces inside the values (a caption "a riff in {n}/4
+        time", pairs as JSON) reach the model unchanged."""
         return [
             {"role": "system", "content": _fill(self.system, values)},
             {"role": "user", "content": _fill(self.user, values)},
         ]
 
 
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
 def _fill(template: str, values: dict[str, Any]) -> str:
-    for key, value in values.items():
-        template = template.replace("{" + key + "}", str(value))
-    return template
+    # One re.sub over the template: a value is never scanned again for placeholders.
+    return _PLACEHOLDER.sub(lambda m: str(values[m.group(1)]) if m.group(1) in values else m.group(0), template)
 
 
 def load_prompt(spec: str) -> Prompt:

@@ -1,6 +1,10 @@
 """make-mi's request runner: the journal state per (caption id, kind), the plan of units still to
 do, and the worker threads that send one generation or one filter request per task. Filter steps
-go before new generations; only the main thread writes the journal, one record per result."""
+go before new generations; only the main thread writes the journal, one record per result.
+
+Every HTTP request is also logged in requests.jsonl as it is sent and as its reply arrives (with
+the reply's token usage), so tokens billed for a unit that was never journaled (kill -9 during a
+retry) still count in the summary, and requests that never got a reply are counted."""
 
 from __future__ import annotations
 
@@ -8,12 +12,22 @@ import json
 import os
 import queue
 import threading
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from musilingo_cli.core.console import progress
+from musilingo_cli.core.journal import read_jsonl
 from musilingo_cli.data.captions import Caption
-from musilingo_cli.pipelines.chat_api import ChatClient, ChatSettings, RetriesExhausted, Stopped, read_api_key
+from musilingo_cli.pipelines.chat_api import (
+    ChatClient,
+    ChatSettings,
+    RetriesExhausted,
+    Stopped,
+    api_key_source,
+    read_api_key,
+)
 from musilingo_cli.pipelines.make_mi.config import MakeMIConfig
 from musilingo_cli.pipelines.make_mi.prompts import Prompt
 from musilingo_cli.pipelines.make_mi.replies import parse_pairs, parse_verdicts, rule_rejects
@@ -44,6 +58,7 @@ def _generate(client, prompt: Prompt, caption: Caption, kind: str, config: MakeM
         "raw": reply.text,
         "usage": {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens},
         "attempts": reply.attempts,
+        "retries": reply.retries,
         "model": config.model,
         "prompt": prompt.name,
         "prompt_sha256": prompt.sha256,
@@ -80,7 +95,7 @@ def _filter(client, prompt: Prompt | None, generated: dict[str, Any], config: Ma
     reply = client.chat_json(messages, validate)
     record["verdicts"] = [{"index": i, **v} for i, v in zip(sent, found["verdicts"])]
     record["usage"] = {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens}
-    record["attempts"], record["raw"] = reply.attempts, reply.text
+    record["attempts"], record["raw"], record["retries"] = reply.attempts, reply.text, reply.retries
     return record
 
 
@@ -126,19 +141,23 @@ def execute(config, todo, state: State, journal, prompts, filter_prompt) -> None
     if not todo:
         return
     stop = threading.Event()
+    api_key = read_api_key(config.api_key_file)
     settings = ChatSettings(
         model=config.model,
         base_url=config.base_url or os.environ.get("OPENAI_BASE_URL") or None,
-        api_key=read_api_key(config.api_key_file),
+        api_key=api_key,
+        key_source=api_key_source(config.api_key_file, api_key),
         timeout=config.timeout,
         max_retries=config.max_retries,
         retry_base=config.retry_base,
-        retry_max=config.retry_max,
+        max_retry_after=config.max_retry_after,
         requests_per_minute=config.requests_per_minute,
         temperature=config.temperature,
         seed=config.seed,
+        max_tokens=config.max_output_tokens,
     )
-    client = ChatClient(settings, stop, rng_seed=config.seed)
+    requests_log = RequestLog(config.out / REQUESTS_FILE)
+    client = ChatClient(settings, stop, rng_seed=config.seed, events=requests_log.append)
     tasks = _Tasks()
     results: queue.Queue = queue.Queue()
     for kind_of_task, caption, kind in todo:
@@ -163,6 +182,58 @@ def execute(config, todo, state: State, journal, prompts, filter_prompt) -> None
         stop.set()
         for _ in workers:
             tasks.put(None)
+        client.close()
+        requests_log.close()
+
+
+REQUESTS_FILE = "requests.jsonl"
+
+
+class RequestLog:
+    """requests.jsonl: one fsynced line per request sent and per reply (with its usage), written
+    by the worker threads under a lock. Billed tokens are summed from it by `billed_tokens`."""
+
+    def __init__(self, path: Path):
+        self._file = Path(path).open("a", encoding="utf-8")  # noqa: SIM115 - open for the run; close() ends it
+        self._lock = threading.Lock()
+
+    def append(self, event: dict[str, Any]) -> None:
+        line = json.dumps({**event, "t": round(time.time(), 3)}) + "\n"
+        with self._lock:
+            if self._file.closed:  # a daemon worker finishing after the run ended
+                return
+            self._file.write(line)
+            self._file.flush()
+            os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        with self._lock:
+            self._file.close()
+
+
+def billed_tokens(path: Path) -> dict[str, int] | None:
+    """Tokens of every reply in requests.jsonl, and the requests that got no reply or no usage.
+
+    None when the file does not exist (a journal from before it was kept)."""
+    if not Path(path).exists():
+        return None
+    sent, answered = set(), set()
+    tokens = {"prompt_tokens": 0, "completion_tokens": 0, "requests": 0, "unknown": 0}
+    for event in read_jsonl(path):
+        if event.get("event") == "sent":
+            sent.add(event["request"])
+            continue
+        answered.add(event["request"])
+        if event.get("event") == "reply":
+            tokens["requests"] += 1
+            usage = event.get("usage")
+            if usage is None:
+                tokens["unknown"] += 1
+            else:
+                tokens["prompt_tokens"] += usage["prompt_tokens"]
+                tokens["completion_tokens"] += usage["completion_tokens"]
+    tokens["unknown"] += len(sent - answered)
+    return tokens
 
 
 class _Tasks:
@@ -222,6 +293,7 @@ def _collect(config, units: int, tasks, results, state: State, journal) -> None:
                     "reason": payload.reason,
                     "detail": payload.detail,
                     "usage": payload.usage,
+                    "attempts": payload.attempts,
                 }
                 counts["failed"] += 1
             else:

@@ -218,6 +218,10 @@ def _check_file(path: str | os.PathLike) -> Path:
 def _decode(path: Path, max_seconds: float | None = None) -> tuple[np.ndarray, int, int]:
     """(frames x channels float32, native rate, frames in the file): soundfile first, ffmpeg for what
     it cannot open or cannot tell the length of. Only the first `max_seconds` (+ a margin) are read."""
+    with open(path, "rb") as f:
+        problem = ogg_problem(path) if f.read(4) == b"OggS" else None  # whichever decoder reads it
+    if problem:
+        raise AudioError(f"{path}: truncated ({problem})")
     if path.suffix.lower() in _FFMPEG_ONLY:
         return _decode_ffmpeg(path, None, max_seconds)
     try:
@@ -225,10 +229,6 @@ def _decode(path: Path, max_seconds: float | None = None) -> tuple[np.ndarray, i
     except (sf.LibsndfileError, RuntimeError) as exc:
         return _decode_ffmpeg(path, _reason(exc), max_seconds)
     _check_not_truncated(path, info)
-    if info.format == "OGG":
-        problem = ogg_problem(path)
-        if problem:
-            raise AudioError(f"{path}: truncated ({problem})")
     if info.format == "MP3" and not mp3_has_length_header(path):
         # libsndfile estimates this file's length from its first frame and stops decoding there
         if shutil.which("ffmpeg") is None:

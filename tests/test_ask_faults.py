@@ -269,7 +269,9 @@ def test_fresh_adapter_is_seeded_so_identical_runs_agree(tiny, tmp_path):
     from musilingo_cli.pipelines.ask import _load
 
     def adapter(seed: int) -> dict[str, torch.Tensor]:
-        config = AskConfig(encoder=tiny["mert"], llm=tiny["llm"], device="cpu", dtype="fp32", encoder_dtype="fp32", seed=seed)
+        config = AskConfig(
+            encoder=tiny["mert"], llm=tiny["llm"], device="cpu", dtype="fp32", encoder_dtype="fp32", seed=seed
+        )
         return _load(config).trainable_state()
 
     torch.manual_seed(123)  # whatever the global generator holds before: the seed decides
@@ -284,3 +286,29 @@ def test_fresh_adapter_is_seeded_so_identical_runs_agree(tiny, tmp_path):
     assert [{n: r["answer"] for n, r in records.items()} for records in runs][0] == {
         n: r["answer"] for n, r in runs[1].items()
     }
+
+
+def test_ctrl_c_stops_at_once_and_keeps_what_was_written(tiny, tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    paths = files(tmp_path, [f"k{k:02d}.wav" for k in range(40)])
+    out = tmp_path / "answers.jsonl"
+    command = [sys.executable, "-m", "musilingo_cli", "ask", *paths, "-q", Q, "--model", tiny["ckpt"],
+               "--preset", "greedy", "--max-new-tokens", "32", "--batch-size", "1", "--workers", "2",
+               "--device", "cpu", "-o", str(out)]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not (out.exists() and out.read_bytes().count(b"\n") >= 2):
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stderr.read().decode()[-500:]
+    proc.send_signal(signal.SIGINT)
+    stderr = proc.communicate(timeout=60)[1].decode()  # it ends: no thread keeps it alive
+    assert proc.returncode == 130 and "interrupted" in stderr
+    kept = read_jsonl(out)
+    assert 2 <= len(kept) < 40 and all(r["answer"] for r in kept)
+    assert out.read_bytes().endswith(b"\n")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import collections
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -52,61 +52,76 @@ def prepare_clip(path: str, sample_rate: int, chunk_seconds: float, max_seconds:
 
 def decode_ahead(paths: Iterable[str], load: Callable[[str], Clip], workers: int = 4, ahead: int = 16,
                  ahead_seconds: float | None = None, cost: Callable[[Clip], float] = lambda clip: clip.seconds_used
-                 ) -> Iterator[tuple[str, Clip | Exception]]:
-    """Yield (path, clip or the exception loading it raised) in order, decoding in `workers` threads
-    while the caller works (soundfile, soxr and ffmpeg release the GIL).
+                 ) -> ReadAhead:
+    """(path, clip or the exception loading it raised) in order, decoded in `workers` threads while
+    the caller works (soundfile, soxr and ffmpeg release the GIL): see ReadAhead."""
+    return ReadAhead(paths, load, workers, ahead, ahead_seconds, cost)
+
+
+class ReadAhead:
+    """An iterator of (path, clip or exception), decoding ahead in a thread pool.
 
     Read-ahead stops at `ahead` files or, when given, once the decoded clips waiting for the caller
     hold `ahead_seconds` of audio (`cost`), whichever comes first; so at most `ahead_seconds` plus
     what the workers are decoding stays in memory. Any Exception of `load` (an OSError from a network
     mount, a MemoryError, a decoder library's own error) is yielded for that path and the rest go on;
-    KeyboardInterrupt and SystemExit are not caught. Closing the generator cancels what has not started.
+    KeyboardInterrupt and SystemExit are not caught. `close` (from any thread) cancels what has not
+    started, so Ctrl-C does not wait for the read-ahead.
     """
-    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="decode")
-    queue: collections.deque[tuple[str, Future]] = collections.deque()
-    todo = iter(paths)
-    lock = threading.RLock()
-    state = {"running": 0, "held": 0.0, "open": True, "left": True}
 
-    def finished(future: Future) -> None:
-        with lock:
-            state["running"] -= 1
+    def __init__(self, paths: Iterable[str], load: Callable[[str], Clip], workers: int, ahead: int,
+                 ahead_seconds: float | None, cost: Callable[[Clip], float]):
+        self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="decode")
+        self._load, self._workers, self._ahead = load, max(1, workers), max(1, ahead)
+        self._budget, self._cost = ahead_seconds, cost
+        self._queue: collections.deque[tuple[str, Future]] = collections.deque()
+        self._todo = iter(paths)
+        self._lock = threading.RLock()
+        self._running, self._held, self._open, self._left = 0, 0.0, True, True
+
+    def __iter__(self) -> ReadAhead:
+        return self
+
+    def __next__(self) -> tuple[str, Clip | Exception]:
+        self._top_up()
+        with self._lock:
+            if not self._queue:
+                self.close()
+                raise StopIteration
+            path, future = self._queue.popleft()
+        try:
+            clip = future.result()
+        except Exception as err:  # noqa: BLE001 - one file's failure is that file's record
+            return path, err
+        with self._lock:
+            self._held -= self._cost(clip)
+        return path, clip
+
+    def close(self) -> None:
+        """Stop reading ahead: nothing new starts, what is queued is cancelled (thread-safe)."""
+        with self._lock:
+            self._open = False
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _finished(self, future: Future) -> None:
+        with self._lock:
+            self._running -= 1
             if not future.cancelled() and future.exception() is None:
-                state["held"] += cost(future.result())
-        top_up()
+                self._held += self._cost(future.result())
+        self._top_up()
 
-    def top_up() -> None:
-        with lock:
-            while (state["open"] and state["left"] and state["running"] < max(1, workers)
-                   and len(queue) < max(1, ahead) and (ahead_seconds is None or state["held"] < ahead_seconds)):
-                path = next(todo, None)
+    def _top_up(self) -> None:
+        with self._lock:
+            while (self._open and self._left and self._running < self._workers and len(self._queue) < self._ahead
+                   and (self._budget is None or self._held < self._budget)):
+                path = next(self._todo, None)
                 if path is None:
-                    state["left"] = False
+                    self._left = False
                     break
-                state["running"] += 1
-                future = pool.submit(load, path)
-                queue.append((path, future))
-                future.add_done_callback(finished)
-
-    try:
-        while True:
-            top_up()
-            with lock:
-                if not queue:
-                    return
-                path, future = queue.popleft()
-            try:
-                clip = future.result()
-            except Exception as err:  # noqa: BLE001 - one file's failure is that file's record
-                yield path, err
-                continue
-            with lock:
-                state["held"] -= cost(clip)
-            yield path, clip
-    finally:
-        with lock:
-            state["open"] = False
-        pool.shutdown(wait=False, cancel_futures=True)
+                self._running += 1
+                future = self._pool.submit(self._load, path)
+                self._queue.append((path, future))
+                future.add_done_callback(self._finished)
 
 
 def encode_equal_lengths(encode: Callable[[torch.Tensor], torch.Tensor], waves: list[np.ndarray],

@@ -83,9 +83,10 @@ def answer_all(
                 writer.sync()
             else:
                 _generate_window(model, *payload, config, settings, stamp, writer)
+    finally:  # Ctrl-C or an error: no file waits to be decoded, and the encoder thread ends after its
+        stop.set()  # current step (joined, so no torch call is cut off by the interpreter's exit)
+        decoded.close()
         worker.join()
-    finally:
-        stop.set()  # Ctrl-C or an error: the encoder thread ends at its next step; nobody waits for it
 
 
 def _encode_all(

@@ -176,7 +176,7 @@ def test_a_400_kb_question_is_one_error_record_and_its_batch_mates_are_answered(
 
 def test_check_prompt_limits():
     check_prompt(2048, 1700, 40, 300)  # fits exactly
-    with pytest.raises(PromptTooLong, match=r"2520 audio .* over its context of 2048; pass --max-seconds 7320 "):
+    with pytest.raises(PromptTooLong, match=r"2520 audio .* over its context of 2048; pass --max-seconds 7315 "):
         check_prompt(2048, 2520, 40, 300, audio_seconds=3 * 3600.0)
     check_prompt(None, 10**6, 10**6, 300)  # no known limit: nothing to check
 

@@ -54,7 +54,8 @@ def check_prompt(
     if room < 1:
         fix = "shorten the question or lower --max-new-tokens"
     elif audio_seconds and audio_tokens:
-        seconds = math.floor(room * audio_seconds / audio_tokens)
+        # one token less: chunks round their last token up, so a cut can give one more than linear
+        seconds = math.floor(max(1, room - 1) * audio_seconds / audio_tokens)
         fix = f"pass --max-seconds {seconds} or less (about {room} audio tokens fit), or lower --max-new-tokens"
     else:
         fix = f"pass a smaller --max-seconds (about {room} audio tokens fit), or lower --max-new-tokens"

@@ -1,6 +1,7 @@
 """The work of `musilingo ask` once the items are known: windows of decoded files are checked
 against the LLM's context and encoded in the encoder thread, then generated batch by batch in the
-caller's thread, which writes every record (one writer for the output file). See pipelines/ask.py.
+caller's thread, which writes every record (one writer for the output file). See pipelines/ask.py;
+`config` below is its AskConfig and `writer` its Writer (not imported: ask.py imports this module).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from musilingo_cli.data.batching import (
     Clip,
@@ -25,9 +26,6 @@ from musilingo_cli.model.adapter import num_audio_tokens
 from musilingo_cli.model.context import PromptTooLong, check_prompt, context_length, text_positions
 from musilingo_cli.model.generation import GenerationSettings
 
-if TYPE_CHECKING:  # type names only: ask.py imports this module
-    from musilingo_cli.pipelines.ask import AskConfig, Writer
-
 # Items gathered before encoding and sorting into generation batches, per generation batch:
 # a larger window pads less but holds more decoded audio.
 WINDOW_BATCHES = 2
@@ -35,9 +33,7 @@ MAX_WINDOW_AUDIO_SECONDS = 4 * 3600  # ~1.4 GB of float32 at 24 kHz
 READ_AHEAD_SECONDS = 4 * 3600  # decoded audio waiting for the encoder thread, at most (+ what workers decode)
 
 
-def answer_all(
-    model, todo: list[Item], config: AskConfig, settings: GenerationSettings, stamp: dict[str, Any], writer: Writer
-) -> None:
+def answer_all(model, todo: list[Item], config, settings: GenerationSettings, stamp: dict[str, Any], writer) -> None:
     """The encoder thread decodes ahead, checks prompts and encodes window after window; this thread
     generates and writes every record (so the output file has one writer)."""
     import torch
@@ -94,7 +90,7 @@ def _encode_all(
     decoded,
     by_source: dict[str, list[Item]],
     fit: _Fit,
-    config: AskConfig,
+    config,
     stamp: dict[str, Any],
     stream,
     ready: queue.Queue,
@@ -141,7 +137,7 @@ class _Fit:
 
 
 def _windows(
-    decoded, by_source: dict[str, list[Item]], fit: _Fit, config: AskConfig, stamp: dict[str, Any]
+    decoded, by_source: dict[str, list[Item]], fit: _Fit, config, stamp: dict[str, Any]
 ) -> Iterator[tuple[list[tuple[list[Item], Clip]], list[tuple[dict, bool]]]]:
     """(window, error records): decoded files grouped into windows of about WINDOW_BATCHES generation
     batches (the first is one batch, so the accelerator starts sooner), with the records of files that
@@ -211,7 +207,7 @@ def _empty_cache(err: BaseException) -> None:
 
 
 def _encode_window(
-    model, window: list[tuple[list[Item], Clip]], config: AskConfig, stamp: dict[str, Any], stream
+    model, window: list[tuple[list[Item], Clip]], config, stamp: dict[str, Any], stream
 ) -> tuple[list, float, list]:
     """Encode the window's files together: (rows of (item, features, clip), seconds per row, error
     records of files the encoder failed on even alone)."""
@@ -242,10 +238,10 @@ def _generate_window(
     rows: list,
     encode_share: float,
     failed: list,
-    config: AskConfig,
+    config,
     settings: GenerationSettings,
     stamp: dict[str, Any],
-    writer: Writer,
+    writer,
 ) -> None:
     """Generate batch after batch, sorted by length, and write each batch's records; a batch that
     fails is answered again item by item, so only the items that fail alone get error records."""
@@ -276,7 +272,7 @@ def _generate_window(
         writer.sync()
 
 
-def _generate(model, rows: list, settings: GenerationSettings, config: AskConfig) -> list[str]:
+def _generate(model, rows: list, settings: GenerationSettings, config) -> list[str]:
     return model.generate(
         [f for _, f, _ in rows], [item.question for item, _, _ in rows], settings, compile=config.compile
     )

@@ -176,9 +176,10 @@ def bench_job(model, device: str, files: list[str], batch: int, enc_batch: int, 
 
 
 def job_breakdown(model, device: str, files: list[str], batch: int, enc_batch: int, workers: int | None) -> str:
-    """The job once more with timers: the main thread's seconds generating (prefill + decoding),
-    waiting for decoded audio and in the rest, and the encoder thread's seconds (overlapped)."""
-    from musilingo_cli.pipelines import ask
+    """The job once more with timers: the main thread's seconds generating (prefill + decoding) and in
+    the rest (waiting for the encoder thread, writing), and the encoder thread's seconds encoding and
+    waiting for decoded audio (both overlapped with generation)."""
+    from musilingo_cli.pipelines import answering, ask
 
     spent = {"generate": 0.0, "wait for audio": 0.0, "encode": 0.0}
 
@@ -192,27 +193,31 @@ def job_breakdown(model, device: str, files: list[str], batch: int, enc_batch: i
 
     def waited(*args, **kwargs):
         source = real_ahead(*args, **kwargs)
-        while True:
-            t0 = time.perf_counter()
-            item = next(source, None)
-            spent["wait for audio"] += time.perf_counter() - t0
-            if item is None:
-                return
-            yield item
+        try:
+            while True:
+                t0 = time.perf_counter()
+                item = next(source, None)
+                spent["wait for audio"] += time.perf_counter() - t0
+                if item is None:
+                    return
+                yield item
+        finally:
+            source.close()
 
-    real_ahead = ask.decode_ahead
-    ask.decode_ahead = waited
+    real_ahead = answering.decode_ahead
+    answering.decode_ahead = waited
     model.encode, model.generate = timing("encode", model.encode), timing("generate", model.generate)
     try:
         t0 = time.perf_counter()
         ask.run(job_config(device, files, batch, enc_batch, True, workers), model=model)
         total = time.perf_counter() - t0
     finally:
-        ask.decode_ahead = real_ahead
+        answering.decode_ahead = real_ahead
         del model.encode, model.generate  # back to the class's methods
-    rest = total - spent["generate"] - spent["wait for audio"]
-    return (f"{total:.2f} s: main thread generating {spent['generate']:.2f} s, waiting for audio "
-            f"{spent['wait for audio']:.2f} s, the rest (incl. waiting for the encoder) {rest:.2f} s; encoder thread {spent['encode']:.2f} s (overlapped)")
+    rest = total - spent["generate"]
+    return (f"{total:.2f} s: main thread generating {spent['generate']:.2f} s, the rest (incl. waiting for the "
+            f"encoder thread) {rest:.2f} s; encoder thread encoding {spent['encode']:.2f} s and waiting for "
+            f"decoded audio {spent['wait for audio']:.2f} s (overlapped)")
 
 
 def write_clips(directory: Path, n: int) -> list[str]:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# One device run for every GPU benchmark (the lent GPU time is short): core, train, ask.
-# Usage on a GPU machine from the repo root:  bash benchmarks/gpu_suite.sh [core] [train] [ask] [askjob]
-# (askjob: the ask job alone, with the product's decoding mode)
+# One device run for every GPU benchmark (the lent GPU time is short): gpu tests, core, train, ask.
+# Usage on a GPU machine from the repo root:  bash benchmarks/gpu_suite.sh [gputest] [core] [train] [ask] [askjob]
+# (gputest: the `gpu`-marked tests, CUDA-graph decoding == eager; askjob: the ask job alone)
 set -u
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 if ls .whl/*.whl >/dev/null 2>&1; then  # wheels the GPU image lacks (soundfile, soxr, cffi)
@@ -10,9 +10,10 @@ fi
 OUT="${OUT:-/tmp/bench-out}"; mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 python3 -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)' | tee -a "$OUT/gpu.txt"
-want="${*:-core train ask}"
+want="${*:-gputest core train ask}"
 for b in $want; do
   case $b in
+    gputest) timeout 300 python3 -m pytest -q -o addopts="" -p no:cacheprovider -m gpu tests/test_gpu_decoding.py 2>&1 | tee "$OUT/gpu_tests.txt" ;;
     core)  timeout 150 python3 benchmarks/bench_core.py --device cuda --full-size 2>&1 | tee "$OUT/bench_core.txt" ;;
     train) timeout 200 python3 benchmarks/bench_train.py --device cuda --full-size --quick --batches 8,32 2>&1 | tee "$OUT/bench_train.txt" ;;
     ask)   timeout 400 python3 benchmarks/bench_ask.py --device cuda --full-size 2>&1 | tee "$OUT/bench_ask.txt" ;;

@@ -9,6 +9,14 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import filelock
+
+from musilingo_cli.core.errors import ConfigError, DataError, MusilingoError
+
+
+class JournalWriteError(MusilingoError):
+    """The output file cannot be written (disk full, read-only, gone); what was written stays."""
+
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """Read a JSONL file; a torn last line (a crash mid-write) is ignored, any other bad line raises."""
@@ -27,8 +35,6 @@ def _iter_records(path: Path) -> Iterator[dict[str, Any]]:
         except json.JSONDecodeError as err:
             if number == len(lines):  # unterminated last line: the write was interrupted
                 return
-            from musilingo_cli.core.errors import DataError
-
             raise DataError(f"{path}:{number}: not valid JSON ({err.msg}); fix or remove that line") from None
 
 
@@ -52,30 +58,76 @@ def rewrite_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
 class Journal:
     """An append-only JSONL file keyed by `key(record)`; `done` holds the keys already written.
 
-    Opening repairs a torn last line so the next append starts on a fresh line. Each append is
-    flushed and fsynced, so `kill -9` loses at most the record being written.
+    Opening repairs a torn last line (one that does not parse; a last record that only lacks its
+    newline is kept) so the next append starts on a fresh line, and refuses lines that are not
+    records (`key` must work on them) with one DataError line. `lock=True` holds an exclusive
+    lock (`filelock`, on PATH.lock) until `close`, so a second writer of the same file is refused
+    in one ConfigError line. `append` flushes each record, so `kill -9` loses at most the record
+    being written; `sync` (or `append(..., sync=True)`) also fsyncs, for power loss.
+    Failing to write raises JournalWriteError (one line); records written before stay.
     """
 
-    def __init__(self, path: str | Path, key: Callable[[dict[str, Any]], str]):
+    def __init__(self, path: str | Path, key: Callable[[dict[str, Any]], str], lock: bool = False):
         self.path = Path(path)
         self.key = key
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        _truncate_torn_tail(self.path)
-        self.records = read_jsonl(self.path)
-        self.done = {key(r) for r in self.records}
-        self._file = self.path.open("a", encoding="utf-8")
+        self._lock = None
+        try:
+            if self.path.is_dir():
+                raise IsADirectoryError(21, "is a directory")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if lock:
+                self._lock = filelock.FileLock(f"{self.path}.lock", timeout=0)
+                self._lock.acquire()
+            _truncate_torn_tail(self.path)
+            self._file = self.path.open("a", encoding="utf-8")
+        except filelock.Timeout:
+            raise ConfigError(f"{self.path}: another process is writing this file (it holds {self.path}.lock); "
+                              "wait for it to finish or choose another output file") from None
+        except OSError as err:
+            self.close()
+            raise ConfigError(f"{self.path}: cannot write the output file here ({err.strerror or err}); "
+                              "choose another output file") from None
+        try:
+            self.records = read_jsonl(self.path)
+            self.done = {_key(self.path, key, number, r) for number, r in enumerate(self.records, start=1)}
+        except BaseException:
+            self.close()
+            raise
 
-    def append(self, record: dict[str, Any]) -> None:
-        """Write one record durably and remember its key."""
-        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
+    def append(self, record: dict[str, Any], sync: bool = True) -> None:
+        """Write one record (flushed; fsynced too when `sync`) and remember its key."""
+        try:
+            self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self._file.flush()
+            if sync:
+                os.fsync(self._file.fileno())
+        except OSError as err:
+            raise JournalWriteError(f"{self.path}: writing a record failed ({err.strerror or err}); the "
+                                    f"{len(self.records)} records before it are kept, rerun to go on") from None
         self.records.append(record)
         self.done.add(self.key(record))
 
+    def sync(self) -> None:
+        """fsync what was appended (once per batch keeps the crash guarantee cheap)."""
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as err:
+            raise JournalWriteError(f"{self.path}: writing records failed ({err.strerror or err}); "
+                                    "rerun to answer what is missing") from None
+
     def close(self) -> None:
-        """Close the file (appends after this raise)."""
-        self._file.close()
+        """Close the file and release the lock (appends after this raise)."""
+        file = getattr(self, "_file", None)
+        try:
+            if file is not None and not file.closed:
+                file.close()
+        except OSError:
+            pass
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
 
     def __enter__(self) -> Journal:
         return self
@@ -84,12 +136,32 @@ class Journal:
         self.close()
 
 
+def _key(path: Path, key: Callable[[dict[str, Any]], str], number: int, record: Any) -> str:
+    """key(record), or one DataError line when the file holds JSON of another shape."""
+    try:
+        if not isinstance(record, dict):
+            raise TypeError
+        return key(record)
+    except (KeyError, TypeError, IndexError):
+        shown = json.dumps(record, ensure_ascii=False)
+        raise DataError(f"{path}: record {number} ({shown[:60]}) is not a record of this output file (a JSON object "
+                        "with an `id`); choose another output file or remove it") from None
+
+
 def _truncate_torn_tail(path: Path) -> None:
+    """Make the file end at a line break: a last line that parses keeps its record (gets its newline),
+    a torn one (a crash mid-write) is cut off."""
     if not path.exists() or path.stat().st_size == 0:
         return
     data = path.read_bytes()
     if data.endswith(b"\n"):
         return
     cut = data.rfind(b"\n") + 1
-    with path.open("r+b") as f:
-        f.truncate(cut)
+    try:
+        json.loads(data[cut:])
+    except ValueError:
+        with path.open("r+b") as f:
+            f.truncate(cut)
+        return
+    with path.open("ab") as f:
+        f.write(b"\n")

@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -84,6 +85,11 @@ _FILE_SHA: dict[tuple[str, int, int], str] = {}
 
 
 def _file_sha(path: Path) -> str:
+    """sha256 of a file; a Hugging Face cache snapshot links LFS files (weights) to blobs named by their
+    sha256, so that name is used instead of reading gigabytes again every run."""
+    target = path.resolve()
+    if path.is_symlink() and target.parent.name == "blobs" and re.fullmatch(r"[0-9a-f]{64}", target.name):
+        return target.name
     stat = path.stat()
     memo = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if memo not in _FILE_SHA:

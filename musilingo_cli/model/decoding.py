@@ -43,6 +43,17 @@ GRAPH_MODES = ("graph", "compiled-graph")
 # the host). Threads of ours that use the GPU beside decoding (ask's encoder) hold this lock while
 # they do; a capture holds it too, for the ~0.1 s it takes.
 CAPTURE_LOCK = threading.Lock()
+_FALLBACK_WARNED = False  # the missing-counter warning is given once per process
+
+
+def graph_step_supported(llm_config) -> bool:
+    """True when transformers' StaticCache keeps each layer's write position in a device tensor
+    (`StaticLayer.cumulative_length`, in transformers >= 5.17 as run here), which a replayed CUDA
+    graph advances by itself; without it a replay would write every step to the same position."""
+    from transformers import StaticCache
+
+    cache = StaticCache(config=llm_config, max_cache_len=CACHE_ROUNDING)  # layers allocate lazily: cheap
+    return all(isinstance(getattr(layer, "cumulative_length", None), torch.Tensor) for layer in cache.layers)
 
 
 def filter_logits(logits: torch.Tensor, settings: GenerationSettings) -> torch.Tensor:
@@ -78,6 +89,13 @@ class Decoder:
     def __init__(self, llm: torch.nn.Module, mode: str = "eager"):
         if mode not in MODES:
             raise ValueError(f"unknown decoding mode {mode!r}: one of {', '.join(MODES)}")
+        if mode in GRAPH_MODES and not graph_step_supported(llm.config):
+            global _FALLBACK_WARNED
+            if not _FALLBACK_WARNED:
+                _FALLBACK_WARNED = True
+                warn("decoding without CUDA graphs: this transformers' StaticCache keeps no position counter "
+                     "on the device (StaticLayer.cumulative_length); upgrade transformers (>= 5.17) for speed")
+            mode = "compiled" if mode == "compiled-graph" else "eager"
         self.llm, self.mode = llm, mode
         # transformers >= 5.24 names the cache argument `cache`; earlier 5.x `past_key_values`
         self._cache_arg = "cache" if "cache" in inspect.signature(llm.forward).parameters else "past_key_values"

@@ -1,42 +1,38 @@
 """`musilingo ask`: answer questions about audio files, one song or a catalogue of thousands.
 
-    items (file x question, stable ids) -> skip ids already in the output file
-      -> decode + resample in threads, ahead of the accelerator          (batching.decode_ahead)
-      -> crop to --max-seconds, cut into --chunk-seconds chunks
-      -> encode equal-length chunks together, concatenate per file       (batching.encode_clips;
-         a window of files is encoded in a thread while the previous window generates)
+    items (file x question, stable ids) -> skip ids already in the output file (locked: one writer)
+      -> decode the first --max-seconds + resample in threads, read-ahead bounded in seconds of audio
+         (batching.decode_ahead), cut into --chunk-seconds chunks
+      -> check each prompt against the LLM's context                      (model.context)
+      -> encode equal-length chunks together, concatenate per file       (batching.encode_clips_safely)
+         the encoder thread gathers and encodes window n+1 while the main thread generates window n
       -> generate for --batch-size items at once, sorted by length       (model.generate, left padding)
-      -> one record per item, appended and fsynced as each batch ends     (journal.Journal)
+      -> one record per item, flushed as written, fsynced per batch       (journal.Journal)
 
-A bad file becomes an error record and the batch goes on. Records are written as soon as their
-generation batch finishes, so a crash or Ctrl-C loses nothing already answered; rerunning with
-the same output file answers only what is missing.
+Any failure of one item (a bad or unreadable file, a decoder's own exception, an encoder or
+generation error, a prompt over the context) becomes that item's error record and the run goes
+on; an encoder out of memory retries the window in smaller pieces first. Ctrl-C stops at once.
+Records are written as soon as their generation batch finishes, so a crash or Ctrl-C loses nothing
+already answered; rerunning with the same output file answers only what is missing.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from musilingo_cli.data.batching import Clip, decode_ahead, encode_clips, length_batches, prepare_clip
-from musilingo_cli.model.config import CAPTION_INSTRUCTION
 from musilingo_cli.core.console import progress, stderr, warn
 from musilingo_cli.core.errors import ConfigError
-from musilingo_cli.model.generation import GenerationSettings
-from musilingo_cli.data.inputs import Item, expand_paths, items_for, read_manifest
 from musilingo_cli.core.journal import Journal
-
-# Items gathered before encoding and sorting into generation batches, per generation batch:
-# a larger window pads less but holds more decoded audio.
-WINDOW_BATCHES = 2
-MAX_WINDOW_AUDIO_SECONDS = 4 * 3600  # ~1.4 GB of float32 at 24 kHz
+from musilingo_cli.data.inputs import Item, expand_paths, items_for, read_manifest
+from musilingo_cli.model.config import CAPTION_INSTRUCTION
+from musilingo_cli.model.generation import GenerationSettings
+from musilingo_cli.pipelines.answering import answer_all
 
 
 @dataclass
@@ -98,7 +94,7 @@ def run(config: AskConfig, model=None) -> dict[str, Any]:
     settings = GenerationSettings.from_preset(config.preset, max_new_tokens=config.max_new_tokens,
                                               **config.generate_options)
     items = collect_items(config)
-    journal = Journal(config.output, key=lambda r: r["id"]) if config.output else None
+    journal = Journal(config.output, key=lambda r: r["id"], lock=True) if config.output else None
     try:
         todo, skipped, failed_before = _pending(items, journal, config.retry_errors)
         summary = {"items": len(items), "skipped_done": skipped, "failed_before": failed_before,
@@ -111,12 +107,12 @@ def run(config: AskConfig, model=None) -> dict[str, Any]:
         spec = model_spec(config)
         _warn_other_model(journal, spec)
         stamp = {"model": spec, "settings": settings.to_dict(), "seed": config.seed}
-        writer = _Writer(journal, config.on_record, summary)
+        writer = Writer(journal, config.on_record, summary)
         try:
             with progress() as bar:
                 task = bar.add_task("ask", total=len(todo), status="")
                 writer.advance = lambda: bar.advance(task)
-                _answer_all(model, todo, config, settings, stamp, writer)
+                answer_all(model, todo, config, settings, stamp, writer)
         except KeyboardInterrupt:
             if journal is not None:
                 warn(f"interrupted: {summary['answered'] + summary['failed']} new records are safe in {journal.path}; "
@@ -185,6 +181,7 @@ def _resolved(config: AskConfig) -> AskConfig:
 def _load(config: AskConfig):
     from musilingo_cli.model.loader import load_model
 
+    _seed(config.seed)  # a fresh adapter (no --model) is initialised from --seed: identical runs agree
     model = load_model(config.model, encoder=config.encoder, llm=config.llm, device=config.device,
                        dtype=config.dtype, encoder_dtype=config.encoder_dtype)
     if model.encoder is None:
@@ -222,7 +219,7 @@ def _warn_other_model(journal: Journal | None, spec: str) -> None:
 # --- the pipeline -----------------------------------------------------------------------------
 
 
-class _Writer:
+class Writer:
     """Writes each record (journal, callback, error line) and keeps the summary's counts."""
 
     def __init__(self, journal: Journal | None, on_record, summary: dict[str, Any]):
@@ -230,9 +227,10 @@ class _Writer:
         self.advance: Callable[[], None] = lambda: None
 
     def write(self, record: dict[str, Any], announce: bool = True) -> None:
-        """Append `record`; an error is also told on stderr in one line (once per file: `announce`)."""
+        """Append `record` (flushed; `sync` fsyncs); an error is also told on stderr in one line (once
+        per file: `announce`)."""
         if self.journal is not None:
-            self.journal.append(record)
+            self.journal.append(record, sync=False)
         if record["error"]:
             self.summary["failed"] += 1
             if announce:
@@ -244,125 +242,10 @@ class _Writer:
             self.on_record(record)
         self.advance()
 
-
-def _answer_all(model, todo: list[Item], config: AskConfig, settings: GenerationSettings,
-                stamp: dict[str, Any], writer: _Writer) -> None:
-    """Decode ahead, then encode and answer window after window of files."""
-    import torch
-
-    by_source: dict[str, list[Item]] = {}
-    for item in todo:
-        by_source.setdefault(item.source, []).append(item)
-    rate = model.encoder.sample_rate
-    min_samples = _min_samples(model)
-
-    def load(source: str) -> Clip:
-        return prepare_clip(source, rate, config.chunk_seconds, config.max_seconds, min_samples)
-
-    per_window = config.batch_size * WINDOW_BATCHES
-    decoded = decode_ahead(by_source, load, workers=config.workers, ahead=max(per_window, 2 * config.workers))
-    # Window n+1 is encoded in a thread, on its own CUDA stream, while window n generates: the
-    # encoder's large kernels fill the SMs that batched decoding leaves idle.
-    encoder = ThreadPoolExecutor(1, thread_name_prefix="encode")
-    stream = torch.cuda.Stream(config.device) if str(config.device).startswith("cuda") else None
-    pending = None
-    try:
-        for window in _windows(decoded, by_source, config, stamp, writer):
-            ready = encoder.submit(_encode_window, model, window, config, stream)
-            if pending is not None:
-                _generate_window(model, *pending.result(), config, settings, stamp, writer)
-            pending = ready
-        if pending is not None:
-            _generate_window(model, *pending.result(), config, settings, stamp, writer)
-    finally:
-        decoded.close()
-        encoder.shutdown(wait=True, cancel_futures=True)
-
-
-def _windows(decoded, by_source: dict[str, list[Item]], config: AskConfig, stamp: dict[str, Any],
-             writer: _Writer) -> Iterator[list[tuple[list[Item], Clip]]]:
-    """Decoded files grouped into windows of about WINDOW_BATCHES generation batches (the first
-    is one batch, so the accelerator starts sooner); files that failed to decode get their error
-    records here."""
-    window: list[tuple[list[Item], Clip]] = []
-    size, items, seconds = config.batch_size, 0, 0.0
-    for source, clip in decoded:
-        if isinstance(clip, Exception):
-            for k, item in enumerate(by_source[source]):
-                writer.write(_record(item, stamp, error=_reason(clip, item)), announce=k == 0)
-            continue
-        window.append((by_source[source], clip))
-        items, seconds = items + len(by_source[source]), seconds + clip.seconds_used
-        if items >= size or seconds >= MAX_WINDOW_AUDIO_SECONDS:
-            yield window
-            window, size, items, seconds = [], config.batch_size * WINDOW_BATCHES, 0, 0.0
-    if window:
-        yield window
-
-
-def _reason(err: Exception, item: Item) -> str:
-    """The error without the path it starts with (the record's `audio` names the file)."""
-    text = str(err)
-    for prefix in (item.source, item.audio):
-        if text.startswith(prefix + ": "):
-            return text[len(prefix) + 2:]
-    return text
-
-
-def _min_samples(model) -> int:
-    """Fewest samples that give the encoder one frame (400 for MERT's convolutions)."""
-    n = 1
-    while model.encoder.frames(n) < 1 and n < 1 << 20:
-        n *= 2
-    lo, hi = n // 2, n
-    while lo + 1 < hi:
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if model.encoder.frames(mid) < 1 else (lo, mid)
-    return hi
-
-
-def _encode_window(model, window: list[tuple[list[Item], Clip]], config: AskConfig, stream) -> tuple[list, float]:
-    """Encode the window's files together: (rows of (item, features, clip), seconds per row)."""
-    import torch
-
-    from musilingo_cli.model.decoding import CAPTURE_LOCK
-
-    started = time.perf_counter()
-    clips = [clip for _, clip in window]
-    with CAPTURE_LOCK, torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
-        features = encode_clips(model.encode, clips, config.encoder_batch_size)  # on the host: synchronised
-    for clip in clips:
-        clip.chunks = []  # the waves are no longer needed: free them before generating
-    rows = [(item, feats, clip) for (items, clip), feats in zip(window, features) for item in items]
-    return rows, (time.perf_counter() - started) / len(rows)
-
-
-def _generate_window(model, rows: list, encode_share: float, config: AskConfig, settings: GenerationSettings,
-                     stamp: dict[str, Any], writer: _Writer) -> None:
-    """Generate batch after batch, sorted by length, and write each batch's records."""
-    lengths = [f.shape[-2] + len(model.tokenizer(item.question).input_ids) for item, f, _ in rows]
-    for batch in length_batches(lengths, config.batch_size):
-        t0 = time.perf_counter()
-        answers = model.generate([rows[k][1] for k in batch], [rows[k][0].question for k in batch], settings,
-                                 compile=config.compile)
-        share = (time.perf_counter() - t0) / len(batch) + encode_share
-        for k, answer in zip(batch, answers):
-            item, feats, clip = rows[k]
-            writer.write(_record(item, stamp, answer=answer, clip=clip, tokens=feats.shape[-2], seconds=share))
-
-
-def _record(item: Item, stamp: dict[str, Any], answer: str | None = None, error: str | None = None,
-            clip: Clip | None = None, tokens: int | None = None, seconds: float = 0.0) -> dict[str, Any]:
-    """One line of the output file (schema: docs/ask.md)."""
-    record = {"id": item.id, "audio": item.audio, "question": item.question, "answer": answer, "error": error,
-              "model": stamp["model"],
-              "audio_seconds_total": round(clip.seconds_total, 3) if clip else None,
-              "audio_seconds_used": round(clip.seconds_used, 3) if clip else None,
-              "audio_tokens": tokens, "seconds": round(seconds, 4),
-              "settings": stamp["settings"], "seed": stamp["seed"]}
-    if item.extra:
-        record["extra"] = item.extra
-    return record
+    def sync(self) -> None:
+        """fsync the records written so far (once per generation batch)."""
+        if self.journal is not None:
+            self.journal.sync()
 
 
 def _compact(path: Path) -> None:

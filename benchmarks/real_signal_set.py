@@ -228,7 +228,8 @@ def write_qa(path: Path, clips: list[Clip], question_types: list[str]) -> Path:
 
 
 def label_of(question_type: str, text: str) -> str | None:
-    """The label an answer names (the first known label word in it), or None."""
+    """The label an answer names: the one label word of its question type in it, or None when it
+    names none or several (an answer that repeats "slow, moderate or fast" names no tempo)."""
     labels = {"instrument": list(INSTRUMENTS), "tempo": list(TEMPI), "kind": list(KINDS)}[question_type]
-    words = re.findall(r"[a-z]+", text.lower())
-    return next((w for w in words if w in labels), None)
+    named = {w for w in re.findall(r"[a-z]+", text.lower()) if w in labels}
+    return named.pop() if len(named) == 1 else None

@@ -18,6 +18,7 @@ from torch import nn
 
 from musilingo_cli.core.errors import CheckpointError, ConfigError
 from musilingo_cli.model.hub import resolve_dir
+from musilingo_cli.model.named_encoders import load_named_encoder, named_encoder
 
 ENCODER_FILES = ["config.json", "preprocessor_config.json", "*.safetensors", "pytorch_model.bin"]
 
@@ -84,6 +85,7 @@ class EncoderInfo:
     normalize: bool
     hidden_size: int
     num_hidden_states: int
+    pool_window: int = 325  # frames per audio token: 4.33 s (325 frames at MERT's 75 Hz)
 
 
 def describe_encoder(name_or_path: str) -> EncoderInfo:
@@ -92,6 +94,9 @@ def describe_encoder(name_or_path: str) -> EncoderInfo:
 
     if official.is_release(name_or_path):
         return official.release_encoder_info(name_or_path)
+    if named := named_encoder(name_or_path):  # a registered pretrained encoder (model/named_encoders.py)
+        return EncoderInfo(named.sample_rate, named.normalize, named.hidden_size, named.num_hidden_states,
+                           named.pool_window)
     directory = resolve_dir(name_or_path, "audio encoder", ENCODER_FILES)
     config = _read_json(directory / "config.json", required=True)
     rate, normalize = _preprocessing(directory, config)
@@ -99,12 +104,14 @@ def describe_encoder(name_or_path: str) -> EncoderInfo:
 
 
 def load_encoder(name_or_path: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> AudioEncoder:
-    """Load MERT (hub id or local directory) as HubertModel, any transformers audio model, or the
-    MERT inside an official MusiLingo release."""
+    """Load MERT (hub id or local directory) as HubertModel, any transformers audio model, the
+    MERT inside an official MusiLingo release, or a named pretrained encoder (e.g. musicnn-msd)."""
     from musilingo_cli.model import release as official
 
     if official.is_release(name_or_path):
         return official.release_encoder(name_or_path, device, dtype)
+    if named := named_encoder(name_or_path):
+        return load_named_encoder(named, device, dtype)
     directory = resolve_dir(name_or_path, "audio encoder", ENCODER_FILES)
     config_dict = _read_json(directory / "config.json", required=True)
     model = _build(config_dict, directory)

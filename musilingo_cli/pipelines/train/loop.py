@@ -62,7 +62,7 @@ class TrainConfig:
     encoder: str | None = None  # default: the init checkpoint's, else MERT-v1-330M
     llm: str | None = None  # default: the init checkpoint's, else Vicuna-7B v1.5
     layer_combine: str = "mean"
-    pool_window: int = 325
+    pool_window: int | None = None  # default: the encoder's 4.33 s (325 frames for MERT)
     max_txt_len: int | None = None  # default: the stage's (32 / 160)
     # optimisation (defaults come from the preset)
     lr: float = 3e-5
@@ -239,10 +239,10 @@ def model_config_for(config: TrainConfig):
                                   "nor an official release (short, long, musicqa)")
     encoder = config.encoder or base.get("encoder") or OFFICIAL_ENCODER
     llm = config.llm or base.get("llm") or OFFICIAL_LLM
-    overrides = {"layer_combine": config.layer_combine, "pool_window": config.pool_window,
+    info = describe_encoder(encoder)
+    overrides = {"layer_combine": config.layer_combine, "pool_window": config.pool_window or info.pool_window,
                  **({"max_txt_len": config.max_txt_len} if config.max_txt_len else {}),
                  **({"tokenizer": base["tokenizer"]} if base.get("tokenizer") and not config.llm else {})}
-    info = describe_encoder(encoder)
     shapes = {"encoder_hidden_size": info.hidden_size, "num_hidden_states": info.num_hidden_states}
     return ModelConfig.for_stage(config.stage, encoder=encoder, llm=llm, **overrides, **shapes), state
 
@@ -465,9 +465,13 @@ def _feature_source(config: TrainConfig, model_config, examples, dist_info: Dist
     from musilingo_cli.data.feature_cache import FeatureCache, FeatureSpec, build_cache, encoder_fingerprint
     from musilingo_cli.model.hub import resolve_dir
     from musilingo_cli.model.llm import parse_dtype
+    from musilingo_cli.model.named_encoders import named_encoder, named_encoder_fingerprint
 
-    spec = FeatureSpec(encoder_fingerprint(resolve_dir(model_config.encoder, "audio encoder", ENCODER_FILES)),
-                       rate, normalize, config.encoder_dtype, model_config.pool_window, model_config.layer_combine)
+    named = named_encoder(model_config.encoder)
+    fingerprint = (named_encoder_fingerprint(named) if named
+                   else encoder_fingerprint(resolve_dir(model_config.encoder, "audio encoder", ENCODER_FILES)))
+    spec = FeatureSpec(fingerprint, rate, normalize, config.encoder_dtype, model_config.pool_window,
+                       model_config.layer_combine)
     cache = FeatureCache(config.cache_dir or Path(config.out) / "features", spec, crop_seed=config.seed,
                          rank=dist_info.rank)
 

@@ -2,7 +2,8 @@
 music encoder (musicnn, --encoder musicnn-msd) and a real LLM (SmolLM2-135M) through `musilingo
 train` (feature cache on) and `musilingo ask`. Instrument questions on pieces never heard in
 training, rendered with another soundfont, must be answered clearly above the floor; the same
-pipeline with every clip silent must not be. A bug in pooling, splicing, label masking, the
+pipeline with every clip replaced by silence (one identical faint noise: `ask` refuses digital
+silence) must not be. A bug in pooling, splicing, label masking, the
 cache or decoding that random tiny models hide shows up here as a model that does not listen.
 
 The reduced set of benchmarks/real_signal.py: 4 instruments, 12 pieces (8 train, 4 test), each

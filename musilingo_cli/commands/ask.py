@@ -17,7 +17,7 @@ def command(
     caption: bool = typer.Option(False, "--caption", help="Ask for a caption with the paper's instruction ('Please give a caption to the music.')."),
     manifest: Optional[Path] = typer.Option(None, "--manifest", help="CSV/TSV/JSONL with a `path` column and optional `question` and `id` (relative paths: from the manifest's folder)."),
     model: Optional[str] = typer.Option(None, "--model", help="Our checkpoint directory, an official .pth, or an official release (hub id or short / long / musicqa)."),
-    encoder: Optional[str] = typer.Option(None, "--encoder", help="Audio encoder override: hub id or local directory (MERT)."),
+    encoder: Optional[str] = typer.Option(None, "--encoder", help="Audio encoder override: hub id or local directory (MERT), or a named encoder (musicnn-msd, musicnn-mtt)."),
     llm: Optional[str] = typer.Option(None, "--llm", help="LLM override: hub id or local directory. --encoder + --llm without --model = untrained adapter (smoke tests)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="JSONL file: one record per (file, question), written as each is done; rerunning resumes it."),
     as_json: bool = typer.Option(False, "--json", help="Print each record as one JSON line on stdout."),

@@ -18,7 +18,7 @@ def command(
     audio_dir: Optional[str] = typer.Option(None, "--audio-dir", help="Folder holding the audio ({ytid}.*, MusicQA audio_name, MSD path).", rich_help_panel=_DATA),
     out: Optional[str] = typer.Option(None, "--out", help="Run folder: checkpoints/, deepspeed/, final/, metrics.jsonl, loss.png."),
     init: Optional[str] = typer.Option(None, "--init", help="Adapter checkpoint to start from (e.g. the pretrained one; ours or an official .pth)."),
-    encoder: Optional[str] = typer.Option(None, "--encoder", help="Audio encoder: hub id or local folder (default m-a-p/MERT-v1-330M)."),
+    encoder: Optional[str] = typer.Option(None, "--encoder", help="Audio encoder: hub id or local folder (default m-a-p/MERT-v1-330M), or a named pretrained encoder: musicnn-msd, musicnn-mtt."),
     llm: Optional[str] = typer.Option(None, "--llm", help="Frozen LLM: hub id or local folder (default lmsys/vicuna-7b-v1.5)."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Optimizer steps (each: micro-batch x accumulation x processes samples)."),
     save_every: Optional[int] = typer.Option(None, "--save-every", help="Write a checkpoint every N optimizer steps (and at the end)."),

@@ -29,12 +29,14 @@ class EncoderInfo:
         normalize: per-clip zero-mean/unit-variance input (the preprocessor's do_normalize).
         hidden_size: D, the width of each hidden state (MERT-v1-330M: 1024).
         num_hidden_states: L, hidden states returned per frame (layers + the input embedding: 25).
+        pool_window: the default frames per audio token for this encoder (the same 4.33 s as MERT's 325).
     """
 
     sample_rate: int
     normalize: bool
     hidden_size: int
     num_hidden_states: int
+    pool_window: int = 325  # frames per audio token: MERT's 325 frames = 4.33 s; others match that time
 
 
 @dataclass

@@ -5,6 +5,7 @@ A spec is, checked in this order:
     checkpoint   our checkpoint directory (musilingo.json + adapter.safetensors)
     pth          an official adapter-only `checkpoint_N.pth` (trained on Vicuna-7B v0)
     release      an official full release: short / long / musicqa, m-a-p/MusiLingo-*, or a local copy
+    named        (--encoder only) a registered pretrained encoder, e.g. musicnn-msd (named_encoders.py)
     plain        (--encoder / --llm only) a hub id or local directory of an encoder or an LLM
 
 `read_adapter` answers --model and --init (a ModelConfig naming the parts, and the adapter
@@ -30,6 +31,7 @@ from musilingo_cli.model.config import OFFICIAL_ENCODER, OFFICIAL_LLM, EncoderIn
 from musilingo_cli.model.encoder import AudioEncoder, describe_encoder, load_encoder, mert_to_hubert_config
 from musilingo_cli.model.llm import freeze, load_llm, load_tokenizer, parse_dtype
 from musilingo_cli.model.musilingo import MusiLingo
+from musilingo_cli.model.named_encoders import load_named_encoder, named_encoder
 
 SpecKind = Literal["checkpoint", "pth", "release", "plain"]
 
@@ -75,14 +77,21 @@ def with_parts(config: ModelConfig, encoder: str | None, llm: str | None) -> Mod
 
 
 def encoder_info(spec: str) -> EncoderInfo:
-    """Rate, normalisation and shapes of an encoder spec (plain or a release's MERT), no weights read."""
+    """Rate, normalisation, shapes and pooling window of an encoder spec (plain, named, or a
+    release's MERT); no weights are read."""
     if release.is_release(spec):
         return release.release_encoder_info(release.open_release(spec))
+    if named := named_encoder(spec):
+        return EncoderInfo(named.sample_rate, named.normalize, named.hidden_size, named.num_hidden_states,
+                           named.pool_window)
     return describe_encoder(spec)
 
 
 def load_encoder_part(spec: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> AudioEncoder:
-    """A frozen AudioEncoder from a plain encoder spec or from the MERT inside a release."""
+    """A frozen encoder (waves [B, S] -> L x [B, T, D]) from a plain or named encoder spec, or the
+    MERT inside a release."""
+    if named := named_encoder(spec):
+        return load_named_encoder(named, device, dtype)
     if not release.is_release(spec):
         return load_encoder(spec, device=device, dtype=dtype)
     opened = release.open_release(spec)
@@ -159,8 +168,8 @@ def load_model(model: str | None = None, encoder: str | None = None, llm: str | 
                               "or both --encoder and --llm for an untrained adapter")
         warn("no adapter weights: using a freshly initialised adapter, so answers are meaningless "
              "(fine for smoke tests and benchmarks)")
-        return assemble(ModelConfig.for_stage("finetune", encoder=encoder, llm=llm), None, device, dtype,
-                        encoder_dtype, with_encoder)
+        fresh = ModelConfig.for_stage("finetune", encoder=encoder, llm=llm, pool_window=encoder_info(encoder).pool_window)
+        return assemble(fresh, None, device, dtype, encoder_dtype, with_encoder)
     if spec_kind(model) == "pth" and not llm:
         raise ConfigError(f"{model}: official .pth adapters were trained on Vicuna-7B v0; pass --llm with a merged "
                           "Vicuna-7B v0 directory, or use a full official release: --model short|long|musicqa")

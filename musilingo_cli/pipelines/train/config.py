@@ -84,7 +84,7 @@ class TrainConfig:
     encoder: str | None = None  # default: the init checkpoint's, else MERT-v1-330M
     llm: str | None = None  # default: the init checkpoint's, else Vicuna-7B v1.5
     layer_combine: str = "mean"
-    pool_window: int = 325
+    pool_window: int | None = None  # default: the encoder's 4.33 s (325 frames for MERT)
     max_txt_len: int | None = None  # default: the stage's (32 / 160)
     # optimisation (defaults come from the preset)
     lr: float = 3e-5

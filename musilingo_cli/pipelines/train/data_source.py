@@ -19,6 +19,7 @@ from musilingo_cli.model.encoder import ENCODER_FILES
 from musilingo_cli.model.hub import resolve_dir
 from musilingo_cli.model.llm import parse_dtype
 from musilingo_cli.model.loader import encoder_info, load_encoder_part
+from musilingo_cli.model.named_encoders import named_encoder, named_encoder_fingerprint
 from musilingo_cli.pipelines.train.config import TrainConfig
 from musilingo_cli.pipelines.train.distributed import Dist, _barrier
 
@@ -88,6 +89,13 @@ class FeatureSource:
         return encode_equal_lengths(self.model.encode, waves, batch_size=len(waves) or 1), kept
 
 
+def _fingerprint(encoder: str) -> str:
+    """What keys the feature cache for an encoder: its weights (a named encoder lists its files)."""
+    if named := named_encoder(encoder):
+        return named_encoder_fingerprint(named)
+    return encoder_fingerprint(resolve_dir(encoder, "audio encoder", ENCODER_FILES))
+
+
 def _feature_source(config: TrainConfig, model_config, examples, dist_info: Dist) -> FeatureSource:
     """Run the cache pass (if caching) and return where features come from."""
     info = encoder_info(model_config.encoder)
@@ -97,7 +105,7 @@ def _feature_source(config: TrainConfig, model_config, examples, dist_info: Dist
     if not config.cache:
         return FeatureSource(examples, seed=config.seed, sample_rate=rate)
     spec = FeatureSpec(
-        encoder_fingerprint(resolve_dir(model_config.encoder, "audio encoder", ENCODER_FILES)),
+        _fingerprint(model_config.encoder),
         rate,
         normalize,
         config.encoder_dtype,

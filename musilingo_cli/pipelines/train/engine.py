@@ -24,13 +24,13 @@ def model_config_for(config: TrainConfig):
         base, state = read_adapter(config.init)
     encoder = config.encoder or (base.encoder if base else OFFICIAL_ENCODER)
     llm = config.llm or (base.llm if base else OFFICIAL_LLM)
+    info = encoder_info(encoder)
     overrides = {
         "layer_combine": config.layer_combine,
-        "pool_window": config.pool_window,
+        "pool_window": config.pool_window or info.pool_window,
         **({"max_txt_len": config.max_txt_len} if config.max_txt_len else {}),
         **({"tokenizer": base.tokenizer} if base and base.tokenizer and not config.llm else {}),
     }
-    info = encoder_info(encoder)
     shapes = {"encoder_hidden_size": info.hidden_size, "num_hidden_states": info.num_hidden_states}
     return ModelConfig.for_stage(config.stage, encoder=encoder, llm=llm, **overrides, **shapes), state
 

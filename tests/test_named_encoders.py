@@ -71,13 +71,14 @@ def _chorale() -> Path:
 
 @needs_musicnn
 def test_named_encoder_plugs_into_describe_load_and_training_config():
-    from musilingo_cli.model.encoder import describe_encoder, load_encoder
-    from musilingo_cli.pipelines.train.loop import TrainConfig, model_config_for
+    from musilingo_cli.model.loader import encoder_info, load_encoder_part
+    from musilingo_cli.pipelines.train.config import TrainConfig
+    from musilingo_cli.pipelines.train.engine import model_config_for
 
-    info = describe_encoder("musicnn-msd")
+    info = encoder_info("musicnn-msd")
     assert (info.sample_rate, info.hidden_size, info.num_hidden_states) == (16000, 64, 3)
     assert info.pool_window == 271  # MERT's 325 frames at 75 Hz = 4.33 s = 271 frames at 62.5 Hz
-    encoder = load_encoder("musicnn-msd")
+    encoder = load_encoder_part("musicnn-msd")
     wave = torch.from_numpy(np.random.default_rng(0).standard_normal((2, 16000 * 3)).astype(np.float32) * 0.1)
     states = encoder(wave)
     assert len(states) == 3 and all(s.shape == (2, encoder.frames(16000 * 3), 64) for s in states)

@@ -210,3 +210,25 @@ def test_models_and_page(setup, client):
     with urllib.request.urlopen(setup["server"].url + "/") as page:
         html = page.read().decode()
     assert "<input id=\"audio\" type=\"file\"" in html and "/v1/chat/completions" in html
+
+
+def test_a_full_server_answers_503_and_serves_the_rest(setup, tmp_path):
+    server = start_server(setup["ckpt"], "--max-batch", "1", "--max-waiting", "0", log=tmp_path / "server.log")
+    try:
+        busy = openai.OpenAI(base_url=server.url + "/v1", api_key="-", max_retries=0, timeout=120)
+
+        def one(path):
+            try:
+                busy.chat.completions.create(model="musilingo", messages=ask_about(path, QUESTIONS[0]),
+                                             max_tokens=300, extra_body={"min_tokens": 300})
+                return 200
+            except openai.APIStatusError as err:
+                assert err.body["code"] == "queue_full" and "Traceback" not in err.response.text
+                return err.status_code
+
+        with ThreadPoolExecutor(8) as pool:  # eight arrive together; one slot, no queue
+            codes = list(pool.map(one, (setup["files"] * 2)[:8]))
+        assert set(codes) == {200, 503}
+        assert server.health()["completed"] == codes.count(200)
+    finally:
+        server.stop()

@@ -160,8 +160,8 @@ def _left_pad(x: torch.Tensor, width: int, dim: int = -2) -> torch.Tensor:
 class Engine:
     """Answers submitted requests in one continuously refilled batch, in a thread of its own.
 
-    `max_batch` rows decode at once; up to `max_waiting` more wait (then `submit` raises
-    QueueFull). Waiting requests join between two steps. `stats` counts what happened.
+    `max_batch` rows decode at once and up to `max_waiting` more wait; beyond that `submit`
+    raises QueueFull. Waiting requests join between two steps. `stats` counts what happened.
     """
 
     def __init__(self, model, max_batch: int = 32, max_waiting: int = 256):
@@ -193,8 +193,8 @@ class Engine:
             else:
                 request.generator.manual_seed(request.seed)
         with self._cond:
-            if len(self._waiting) >= self.max_waiting:
-                raise QueueFull(f"{len(self._waiting)} requests are waiting already")
+            if len(self._waiting) + len(self._rows) >= self.max_batch + self.max_waiting:
+                raise QueueFull(f"{len(self._rows)} requests are decoding and {len(self._waiting)} waiting")
             self._waiting.append(request)
             self._cond.notify()
 

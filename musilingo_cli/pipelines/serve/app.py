@@ -22,6 +22,7 @@ import json
 import queue
 import tempfile
 import threading
+import time
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -41,13 +42,24 @@ from musilingo_cli.pipelines.serve.protocol import APIError, AudioPart, AudioSou
 
 class EncoderWorker:
     """One thread that encodes clips for all requests: whatever waits is encoded together
-    (equal-length chunks in one batch, as ask does)."""
+    (equal-length chunks in one batch, as ask does). While requests announced by `expect` are
+    still decoding their audio, it waits up to GATHER_SECONDS for them, so clients that arrive
+    together are encoded together (batched encoding costs a fraction per clip)."""
+
+    GATHER_SECONDS = 0.25
 
     def __init__(self, model, batch_size: int = 8):
         self.model, self.batch_size = model, batch_size
         self._queue: queue.Queue = queue.Queue()
+        self._expected = 0
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="musilingo-encode", daemon=True)
         self._thread.start()
+
+    def expect(self, change: int) -> None:
+        """+1 when a request starts decoding audio, -1 when it submits (or fails)."""
+        with self._lock:
+            self._expected += change
 
     def submit(self, clips: list[Clip]) -> concurrent.futures.Future:
         future: concurrent.futures.Future = concurrent.futures.Future()
@@ -61,9 +73,11 @@ class EncoderWorker:
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
             work = [item]
+            deadline = time.monotonic() + self.GATHER_SECONDS
             while len(work) < 64:
                 try:
-                    more = self._queue.get_nowait()
+                    wait = deadline - time.monotonic() if self._expected > 0 else 0
+                    more = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if more is None:
@@ -136,10 +150,15 @@ class Server:
             raise APIError(400, "messages: the last message must be the user's question", param="messages")
         sources = [s for _, s in plan if isinstance(s, AudioSource)]
         cfg = self.config
-        clips = await asyncio.gather(*[loop.run_in_executor(self.decoders, decode_source, s, self.model,
-                                                            cfg.chunk_seconds, cfg.max_audio_seconds)
-                                       for s in sources])
-        features = iter(await asyncio.wrap_future(self.encoder.submit(list(clips))) if clips else [])
+        self.encoder.expect(+1)
+        try:
+            clips = await asyncio.gather(*[loop.run_in_executor(self.decoders, decode_source, s, self.model,
+                                                                cfg.chunk_seconds, cfg.max_audio_seconds)
+                                           for s in sources])
+            encoded = self.encoder.submit(list(clips)) if clips else None
+        finally:
+            self.encoder.expect(-1)
+        features = iter(await asyncio.wrap_future(encoded) if encoded else [])
         clip_iter = iter(clips)
         messages = []
         for role, content in plan:

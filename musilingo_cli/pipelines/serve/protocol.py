@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -153,9 +152,12 @@ def audio_source(part: AudioPart | AudioURLPart, where: str, local_root: Path | 
 
 def _b64(data: str, where: str) -> bytes:
     try:
-        raw = base64.b64decode(re.sub(r"\s+", "", data), validate=True)
+        raw = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
-        raise APIError(400, f"{where} is not valid base64", param=where) from None
+        try:  # line-wrapped base64 (MIME style) is fine too
+            raw = base64.b64decode("".join(data.split()), validate=True)
+        except (binascii.Error, ValueError):
+            raise APIError(400, f"{where} is not valid base64", param=where) from None
     if not raw:
         raise APIError(400, f"{where} is empty", param=where)
     return raw

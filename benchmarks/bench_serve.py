@@ -56,9 +56,15 @@ def serve_only(args) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         model = build(args.device, args.full_size, Path(tmp))
-        config = ServeConfig(device=args.device, preset="greedy", max_new_tokens=args.tokens, max_batch=args.clients,
-                             max_waiting=max(256, args.clients), port=args.port,
-                             encoder_batch_size=16 if args.device.startswith("cuda") else 8)
+        config = ServeConfig(
+            device=args.device,
+            preset="greedy",
+            max_new_tokens=args.tokens,
+            max_batch=args.clients,
+            max_waiting=max(256, args.clients),
+            port=args.port,
+            encoder_batch_size=16 if args.device.startswith("cuda") else 8,
+        )
         app, server = build_server(config, model=model)
         try:
             uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
@@ -70,8 +76,19 @@ def start(args) -> tuple[subprocess.Popen, str]:
     from serve_helpers import free_port
 
     port = free_port()
-    command = [sys.executable, __file__, "--serve-only", "--port", str(port), "--device", args.device,
-               "--tokens", str(args.tokens), "--clients", str(args.clients)] + (["--full-size"] if args.full_size else [])
+    command = [
+        sys.executable,
+        __file__,
+        "--serve-only",
+        "--port",
+        str(port),
+        "--device",
+        args.device,
+        "--tokens",
+        str(args.tokens),
+        "--clients",
+        str(args.clients),
+    ] + (["--full-size"] if args.full_size else [])
     proc = subprocess.Popen(command)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 900
@@ -92,10 +109,21 @@ def request(client, payload: str, tokens: int) -> tuple[float, float]:
     t0 = time.perf_counter()
     first = None
     stream = client.chat.completions.create(
-        model="musilingo", temperature=0, max_tokens=tokens, stream=True, extra_body={"min_tokens": tokens},
-        messages=[{"role": "user", "content": [{"type": "text", "text": "Describe the music in detail."},
-                                               {"type": "input_audio",
-                                                "input_audio": {"data": payload, "format": "wav"}}]}])
+        model="musilingo",
+        temperature=0,
+        max_tokens=tokens,
+        stream=True,
+        extra_body={"min_tokens": tokens},
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "Describe the music in detail."},
+                    {"type": "input_audio", "input_audio": {"data": payload, "format": "wav"}},
+                ],
+            }
+        ],
+    )
     for chunk in stream:
         if first is None and chunk.choices and chunk.choices[0].delta.content:
             first = time.perf_counter() - t0
@@ -108,8 +136,12 @@ def run_clients(client, payloads: list[str], tokens: int, concurrency: int) -> d
         timings = list(pool.map(lambda p: request(client, p, tokens), payloads))
     wall = time.perf_counter() - t0
     ttft = [t for t, _ in timings]
-    return {"per_s": len(payloads) / wall, "ttft_ms": statistics.median(ttft) * 1e3,
-            "ttft_p90_ms": sorted(ttft)[int(0.9 * (len(ttft) - 1))] * 1e3, "wall_s": wall}
+    return {
+        "per_s": len(payloads) / wall,
+        "ttft_ms": statistics.median(ttft) * 1e3,
+        "ttft_p90_ms": sorted(ttft)[int(0.9 * (len(ttft) - 1))] * 1e3,
+        "wall_s": wall,
+    }
 
 
 def main() -> None:
@@ -135,13 +167,17 @@ def main() -> None:
             files = write_clips(Path(tmp), clips) if args.stereo_44k else mono_clips(Path(tmp), clips)
             payloads = [base64.b64encode(Path(f).read_bytes()).decode() for f in files]
             client = openai.OpenAI(base_url=url + "/v1", api_key="-", max_retries=0, timeout=3600)
-            run_clients(client, payloads[:min(clips, args.clients)], args.tokens, args.clients)  # warm-up
+            run_clients(client, payloads[: min(clips, args.clients)], args.tokens, args.clients)  # warm-up
             together = run_clients(client, payloads, args.tokens, args.clients)
-            say(f"serve, {args.clients} concurrent clients, {clips} requests: {together['per_s']:.2f} answers/s, "
-                f"time to first token median {together['ttft_ms']:.0f} ms (p90 {together['ttft_p90_ms']:.0f})")
-            alone = run_clients(client, payloads[:args.alone or args.clients], args.tokens, 1)
-            say(f"serve, one request at a time: {alone['per_s']:.2f} answers/s, time to first token median "
-                f"{alone['ttft_ms']:.0f} ms")
+            say(
+                f"serve, {args.clients} concurrent clients, {clips} requests: {together['per_s']:.2f} answers/s, "
+                f"time to first token median {together['ttft_ms']:.0f} ms (p90 {together['ttft_p90_ms']:.0f})"
+            )
+            alone = run_clients(client, payloads[: args.alone or args.clients], args.tokens, 1)
+            say(
+                f"serve, one request at a time: {alone['per_s']:.2f} answers/s, time to first token median "
+                f"{alone['ttft_ms']:.0f} ms"
+            )
             say(f"  concurrent / one at a time: {together['per_s'] / alone['per_s']:.1f}x")
             proc.terminate()
             proc.wait()
@@ -150,15 +186,18 @@ def main() -> None:
 
             cuda = args.device.startswith("cuda")
             config = job_config(args.device, files, args.clients, 16 if cuda else 8, cuda, None)
-            config = dataclasses.replace(config, max_new_tokens=args.tokens,
-                                         generate_options={"min_new_tokens": args.tokens})
-            run(dataclasses.replace(config, inputs=files[:args.clients]), model=model)  # warm-up
+            config = dataclasses.replace(
+                config, max_new_tokens=args.tokens, generate_options={"min_new_tokens": args.tokens}
+            )
+            run(dataclasses.replace(config, inputs=files[: args.clients]), model=model)  # warm-up
             t0 = time.perf_counter()
             summary = run(config, model=model)
             assert summary["answered"] == clips, summary
             ask_rate = clips / (time.perf_counter() - t0)
-            say(f"ask over the same {clips} files (batch {args.clients}): {ask_rate:.2f} clips/s; "
-                f"serve concurrent / ask: {together['per_s'] / ask_rate:.2f}")
+            say(
+                f"ask over the same {clips} files (batch {args.clients}): {ask_rate:.2f} clips/s; "
+                f"serve concurrent / ask: {together['per_s'] / ask_rate:.2f}"
+            )
     finally:
         if proc.poll() is None:
             proc.terminate()

@@ -41,8 +41,9 @@ class ServerProcess:
         self.log_path = log
         self._log = open(log, "w") if log else subprocess.DEVNULL
         command = [sys.executable, "-m", "musilingo_cli", "serve", "--port", str(self.port), "--device", "cpu", *args]
-        self.proc = subprocess.Popen(command, cwd=REPO, env={**os.environ, **(env or {})}, stdout=self._log,
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            command, cwd=REPO, env={**os.environ, **(env or {})}, stdout=self._log, stderr=subprocess.STDOUT
+        )
 
     def wait_ready(self, timeout: float = 180.0) -> ServerProcess:
         deadline = time.monotonic() + timeout

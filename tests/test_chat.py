@@ -38,7 +38,10 @@ def conversation(audio: Audio) -> list[Message]:
 def test_default_template_is_the_stage2_prompt_then_appends_turns(tiny):
     audio = Audio(torch.zeros(3, 8), "song.wav")
     assert segments(conversation(audio), "default", tiny["model"].config) == [
-        "###Human: <Audio>", audio, f"</Audio> {Q1} ###Assistant: {A1}######Human: {Q2} ###Assistant: "]
+        "###Human: <Audio>",
+        audio,
+        f"</Audio> {Q1} ###Assistant: {A1}######Human: {Q2} ###Assistant: ",
+    ]
     first = render(tiny["model"], conversation(audio)[:2])
     assert first.ids == tiny["model"].token_row(3, Q1, None)[0]  # token for token what ask builds
 
@@ -46,16 +49,28 @@ def test_default_template_is_the_stage2_prompt_then_appends_turns(tiny):
 def test_demo_template_reproduces_the_official_demo_and_its_second_human_turn(tiny):
     audio = Audio(torch.zeros(3, 8), "song.wav")
     assert segments(conversation(audio), "demo", tiny["model"].config) == [
-        DEMO_SYSTEM + "###Human: <Audio>", audio, f"</Audio>###Human: {Q1}###Assistant: {A1}###Human: {Q2}###Assistant:"]
+        DEMO_SYSTEM + "###Human: <Audio>",
+        audio,
+        f"</Audio>###Human: {Q1}###Assistant: {A1}###Human: {Q2}###Assistant:",
+    ]
 
 
 def test_audio_added_later_goes_into_the_next_question(tiny):
     a, b = Audio(torch.zeros(2, 8), "a.wav"), Audio(torch.zeros(1, 8), "b.wav")
-    messages = [Message("user", a), Message("user", Q1), Message("assistant", A1), Message("user", b),
-                Message("user", Q2)]
+    messages = [
+        Message("user", a),
+        Message("user", Q1),
+        Message("assistant", A1),
+        Message("user", b),
+        Message("user", Q2),
+    ]
     assert segments(messages, "default", tiny["model"].config) == [
-        "###Human: <Audio>", a, f"</Audio> {Q1} ###Assistant: {A1}######Human: <Audio>", b,
-        f"</Audio> {Q2} ###Assistant: "]
+        "###Human: <Audio>",
+        a,
+        f"</Audio> {Q1} ###Assistant: {A1}######Human: <Audio>",
+        b,
+        f"</Audio> {Q2} ###Assistant: ",
+    ]
 
 
 def test_a_long_history_drops_the_oldest_exchanges_never_the_audio(tiny):
@@ -77,35 +92,65 @@ def test_a_long_history_drops_the_oldest_exchanges_never_the_audio(tiny):
 def test_chat_through_stdin_two_questions_two_answers_history_kept(tiny, tmp_path):
     saved, after_reset = tmp_path / "talk.json", tmp_path / "reset.json"
     lines = f"{Q1}\n{Q2}\n/save {saved}\n/reset\n{Q2}\n/save {after_reset}\n/quit\nnever asked\n"
-    result = CliRunner().invoke(app, ["chat", str(tiny["song"]), "--model", str(tiny["ckpt"]), "--preset", "greedy",
-                                      "--max-new-tokens", "12", "--device", "cpu"], input=lines)
+    result = CliRunner().invoke(
+        app,
+        [
+            "chat",
+            str(tiny["song"]),
+            "--model",
+            str(tiny["ckpt"]),
+            "--preset",
+            "greedy",
+            "--max-new-tokens",
+            "12",
+            "--device",
+            "cpu",
+        ],
+        input=lines,
+    )
     assert result.exit_code == 0, result.output
     answers = result.stdout.strip().splitlines()
     assert len(answers) == 3
 
     records = []
-    ask_run(AskConfig(inputs=[str(tiny["song"])], questions=[Q1], model=str(tiny["ckpt"]), preset="greedy",
-                      max_new_tokens=12, device="cpu", on_record=records.append))
+    ask_run(
+        AskConfig(
+            inputs=[str(tiny["song"])],
+            questions=[Q1],
+            model=str(tiny["ckpt"]),
+            preset="greedy",
+            max_new_tokens=12,
+            device="cpu",
+            on_record=records.append,
+        )
+    )
     assert answers[0] == records[0]["answer"]
 
     model = tiny["model"]
     audio = encode_file(model, str(tiny["song"]))
-    prompt = render(model, [Message("user", audio), Message("user", Q1), Message("assistant", answers[0]),
-                            Message("user", Q2)])
+    prompt = render(
+        model, [Message("user", audio), Message("user", Q1), Message("assistant", answers[0]), Message("user", Q2)]
+    )
     embeds, mask = embed_rows(model, [(prompt.ids, [audio.features])])
     out = model._transformers_generate(embeds, mask, GenerationSettings.from_preset("greedy", max_new_tokens=12))
     assert answers[1] == postprocess(model.tokenizer.decode(out[0], skip_special_tokens=True), "###")
 
     talk = json.loads(saved.read_text())
     assert talk["template"] == "default" and [m.get("content") for m in talk["messages"]] == [
-        None, Q1, answers[0], Q2, answers[1]]
+        None,
+        Q1,
+        answers[0],
+        Q2,
+        answers[1],
+    ]
     assert talk["messages"][0] == {"role": "user", "audio": "song.wav"}
     assert [m.get("content") for m in json.loads(after_reset.read_text())["messages"]] == [None, Q2, answers[2]]
 
 
 def test_chat_with_a_bad_file_is_one_error_line(tiny, tmp_path):
     (tmp_path / "notes.wav").write_text("not audio\n" * 50)
-    result = CliRunner().invoke(app, ["chat", str(tmp_path / "notes.wav"), "--model", str(tiny["ckpt"]),
-                                      "--device", "cpu"], input="Genre?\n")
+    result = CliRunner().invoke(
+        app, ["chat", str(tmp_path / "notes.wav"), "--model", str(tiny["ckpt"]), "--device", "cpu"], input="Genre?\n"
+    )
     assert result.exit_code != 0 and isinstance(result.exception, Exception)
     assert "notes.wav" in str(result.exception)

@@ -35,11 +35,30 @@ def setup(tmp_path_factory):
         files.append(root / f"clip{k}.wav")
         write_music(files[-1], seconds, 24000, seed=20 + k)
     write_music(root / "long.wav", 25, 24000, seed=9)
-    server = start_server(ckpt, "--max-audio-seconds", "20", "--max-body-mb", "2.5",
-                          env={"MUSILINGO_API_KEY": KEY}, log=root / "server.log")
+    server = start_server(
+        ckpt,
+        "--max-audio-seconds",
+        "20",
+        "--max-body-mb",
+        "2.5",
+        "--allowed-local-media-path",
+        str(root),
+        env={"MUSILINGO_API_KEY": KEY},
+        log=root / "server.log",
+    )
     records = []
-    ask_run(AskConfig(inputs=[str(f) for f in files], questions=QUESTIONS, model=str(ckpt), preset="greedy",
-                      max_new_tokens=MAX_TOKENS, device="cpu", workers=2, on_record=records.append))
+    ask_run(
+        AskConfig(
+            inputs=[str(f) for f in files],
+            questions=QUESTIONS,
+            model=str(ckpt),
+            preset="greedy",
+            max_new_tokens=MAX_TOKENS,
+            device="cpu",
+            workers=2,
+            on_record=records.append,
+        )
+    )
     expected = {(r["audio"], r["question"]): r["answer"] for r in records}
     assert len(expected) == len(files) * len(QUESTIONS) and len(set(expected.values())) > 1
     yield {"root": root, "ckpt": ckpt, "files": files, "expected": expected, "server": server}
@@ -53,8 +72,10 @@ def client(setup):
 
 
 def audio_part(path: Path, fmt: str = "wav") -> dict:
-    return {"type": "input_audio", "input_audio": {"data": base64.b64encode(Path(path).read_bytes()).decode(),
-                                                   "format": fmt}}
+    return {
+        "type": "input_audio",
+        "input_audio": {"data": base64.b64encode(Path(path).read_bytes()).decode(), "format": fmt},
+    }
 
 
 def ask_about(path: Path, question: str) -> list[dict]:
@@ -63,8 +84,9 @@ def ask_about(path: Path, question: str) -> list[dict]:
 
 def test_one_shot_answer_equals_ask_and_usage_counts_audio_tokens(setup, client):
     path, question = setup["files"][1], QUESTIONS[0]
-    reply = client.chat.completions.create(model="musilingo", messages=ask_about(path, question), temperature=0,
-                                           max_tokens=MAX_TOKENS)
+    reply = client.chat.completions.create(
+        model="musilingo", messages=ask_about(path, question), temperature=0, max_tokens=MAX_TOKENS
+    )
     assert reply.object == "chat.completion" and reply.choices[0].message.role == "assistant"
     assert reply.choices[0].message.content == setup["expected"][(str(path), question)]
     model = load_model(str(setup["ckpt"]))
@@ -76,8 +98,14 @@ def test_one_shot_answer_equals_ask_and_usage_counts_audio_tokens(setup, client)
 
 def test_streamed_chunks_join_to_the_same_answer(setup, client):
     path, question = setup["files"][2], QUESTIONS[1]
-    stream = client.chat.completions.create(model="musilingo", messages=ask_about(path, question), temperature=0,
-                                            max_tokens=MAX_TOKENS, stream=True, stream_options={"include_usage": True})
+    stream = client.chat.completions.create(
+        model="musilingo",
+        messages=ask_about(path, question),
+        temperature=0,
+        max_tokens=MAX_TOKENS,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     chunks = list(stream)
     assert all(c.object == "chat.completion.chunk" for c in chunks)
     pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
@@ -97,8 +125,15 @@ def test_two_turns_with_audio_in_the_first_equal_transformers_generate(setup, cl
 
     model = load_model(str(setup["ckpt"]))
     audio = encode_file(model, str(path))
-    prompt = render(model, [Message("user", audio), Message("user", QUESTIONS[0]), Message("assistant", answer),
-                            Message("user", QUESTIONS[2])])
+    prompt = render(
+        model,
+        [
+            Message("user", audio),
+            Message("user", QUESTIONS[0]),
+            Message("assistant", answer),
+            Message("user", QUESTIONS[2]),
+        ],
+    )
     embeds, mask = embed_rows(model, [(prompt.ids, [audio.features])])
     out = model._transformers_generate(embeds, mask, _greedy())
     reference = postprocess(model.tokenizer.decode(out[0], skip_special_tokens=True), model.config.end_sym)
@@ -112,12 +147,15 @@ def _greedy():
     return GenerationSettings.from_preset("greedy", max_new_tokens=MAX_TOKENS)
 
 
-@pytest.mark.parametrize("part,needle", [
-    ("garbage", "messages.0.content.1: not an audio file"),
-    ("not-base64", "messages.0.content.1.input_audio.data is not valid base64"),
-    ("format", "input_audio.format 'xyz' is not supported"),
-    ("http", "only data: and file:// URLs"),
-])
+@pytest.mark.parametrize(
+    "part,needle",
+    [
+        ("garbage", "messages.0.content.1: not an audio file"),
+        ("not-base64", "messages.0.content.1.input_audio.data is not valid base64"),
+        ("format", "input_audio.format 'xyz' is not supported"),
+        ("http", "only data: and file:// URLs"),
+    ],
+)
 def test_bad_audio_is_400_naming_the_part(setup, client, part, needle):
     if part == "garbage":
         write_corrupt(setup["root"] / "bad.wav")
@@ -129,8 +167,9 @@ def test_bad_audio_is_400_naming_the_part(setup, client, part, needle):
     else:
         content = {"type": "audio_url", "audio_url": {"url": "http://example.com/a.wav"}}
     with pytest.raises(openai.BadRequestError) as err:
-        client.chat.completions.create(model="musilingo", messages=[
-            {"role": "user", "content": [{"type": "text", "text": "Genre?"}, content]}])
+        client.chat.completions.create(
+            model="musilingo", messages=[{"role": "user", "content": [{"type": "text", "text": "Genre?"}, content]}]
+        )
     assert err.value.status_code == 400
     assert needle in err.value.body["message"] and "Traceback" not in err.value.response.text
 
@@ -170,10 +209,16 @@ def test_32_concurrent_clients_all_get_asks_answers(setup, client):
     def one(job):
         path, question, stream = job
         if not stream:
-            return client.chat.completions.create(model="musilingo", messages=ask_about(path, question),
-                                                  temperature=0, max_tokens=MAX_TOKENS).choices[0].message.content
-        chunks = client.chat.completions.create(model="musilingo", messages=ask_about(path, question), temperature=0,
-                                                max_tokens=MAX_TOKENS, stream=True)
+            return (
+                client.chat.completions.create(
+                    model="musilingo", messages=ask_about(path, question), temperature=0, max_tokens=MAX_TOKENS
+                )
+                .choices[0]
+                .message.content
+            )
+        chunks = client.chat.completions.create(
+            model="musilingo", messages=ask_about(path, question), temperature=0, max_tokens=MAX_TOKENS, stream=True
+        )
         return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
 
     with ThreadPoolExecutor(32) as pool:
@@ -183,15 +228,27 @@ def test_32_concurrent_clients_all_get_asks_answers(setup, client):
 
 def test_client_leaving_mid_stream_frees_its_slot_and_others_are_answered(setup, client):
     before = setup["server"].health()["cancelled"]
-    stream = client.chat.completions.create(model="musilingo", messages=ask_about(setup["files"][3], QUESTIONS[0]),
-                                            temperature=0, max_tokens=400, stream=True,
-                                            extra_body={"min_tokens": 400})
+    stream = client.chat.completions.create(
+        model="musilingo",
+        messages=ask_about(setup["files"][3], QUESTIONS[0]),
+        temperature=0,
+        max_tokens=400,
+        stream=True,
+        extra_body={"min_tokens": 400},
+    )
     next(iter(stream))
     next(iter(stream))
     others: list[str] = []
-    worker = threading.Thread(target=lambda: others.extend(
-        client.chat.completions.create(model="musilingo", messages=ask_about(f, QUESTIONS[1]), temperature=0,
-                                       max_tokens=MAX_TOKENS).choices[0].message.content for f in setup["files"][:2]))
+    worker = threading.Thread(
+        target=lambda: others.extend(
+            client.chat.completions.create(
+                model="musilingo", messages=ask_about(f, QUESTIONS[1]), temperature=0, max_tokens=MAX_TOKENS
+            )
+            .choices[0]
+            .message.content
+            for f in setup["files"][:2]
+        )
+    )
     worker.start()
     stream.close()  # the client goes away mid-answer
     worker.join(timeout=300)
@@ -209,7 +266,7 @@ def test_models_and_page(setup, client):
 
     with urllib.request.urlopen(setup["server"].url + "/") as page:
         html = page.read().decode()
-    assert "<input id=\"audio\" type=\"file\"" in html and "/v1/chat/completions" in html
+    assert '<input id="audio" type="file"' in html and "/v1/chat/completions" in html
 
 
 def test_a_full_server_answers_503_and_serves_the_rest(setup, tmp_path):
@@ -219,8 +276,12 @@ def test_a_full_server_answers_503_and_serves_the_rest(setup, tmp_path):
 
         def one(path):
             try:
-                busy.chat.completions.create(model="musilingo", messages=ask_about(path, QUESTIONS[0]),
-                                             max_tokens=300, extra_body={"min_tokens": 300})
+                busy.chat.completions.create(
+                    model="musilingo",
+                    messages=ask_about(path, QUESTIONS[0]),
+                    max_tokens=300,
+                    extra_body={"min_tokens": 300},
+                )
                 return 200
             except openai.APIStatusError as err:
                 assert err.body["code"] == "queue_full" and "Traceback" not in err.response.text
@@ -232,3 +293,19 @@ def test_a_full_server_answers_503_and_serves_the_rest(setup, tmp_path):
         assert server.health()["completed"] == codes.count(200)
     finally:
         server.stop()
+
+
+def test_audio_urls_data_and_allowed_local_files(setup, client):
+    path, question = setup["files"][2], QUESTIONS[2]
+    data_url = "data:audio/wav;base64," + base64.b64encode(path.read_bytes()).decode()
+    for url in (data_url, path.as_uri()):
+        messages = [{"role": "user", "content": [{"type": "audio_url", "audio_url": {"url": url}},
+                                                 {"type": "text", "text": question}]}]
+        reply = client.chat.completions.create(model="musilingo", messages=messages, temperature=0,
+                                               max_tokens=MAX_TOKENS)
+        assert reply.choices[0].message.content == setup["expected"][(str(path), question)]
+    outside = [{"role": "user", "content": [{"type": "audio_url", "audio_url": {"url": "file:///etc/hostname"}},
+                                            {"type": "text", "text": question}]}]
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model="musilingo", messages=outside)
+    assert "outside the allowed local media path" in err.value.body["message"]

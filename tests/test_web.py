@@ -17,7 +17,8 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 pytestmark = pytest.mark.skipif(
     not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)) and not os.environ.get("CI"),
-    reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver); CI runs it")
+    reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver); CI runs it",
+)
 
 QUESTION, FOLLOW_UP = "What genre is this?", "What instruments are playing?"
 
@@ -29,9 +30,17 @@ def browser(tmp_path_factory):
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+    ):
         options.add_argument(flag)
     os.environ.setdefault("SE_OFFLINE", "true")  # selenium manager must not look for a driver online
     driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
@@ -57,8 +66,17 @@ def test_upload_ask_and_follow_up_in_the_browser(browser, served, tmp_path):
     song = tmp_path / "song.wav"
     write_music(song, 4, 24000, seed=7)
     records = []
-    ask_run(AskConfig(inputs=[str(song)], questions=[QUESTION], model=str(ckpt), preset="greedy", max_new_tokens=16,
-                      device="cpu", on_record=records.append))
+    ask_run(
+        AskConfig(
+            inputs=[str(song)],
+            questions=[QUESTION],
+            model=str(ckpt),
+            preset="greedy",
+            max_new_tokens=16,
+            device="cpu",
+            on_record=records.append,
+        )
+    )
 
     browser.get(server.url + "/")
     assert browser.find_element(By.CSS_SELECTOR, "label[for=audio]").text == "Audio file"

@@ -29,7 +29,6 @@ import torch
 
 from musilingo_cli.model.decoding import filter_logits
 from musilingo_cli.model.generation import GenerationSettings, postprocess
-from musilingo_cli.model.musilingo import AUDIO_ID
 
 
 class QueueFull(Exception):
@@ -77,8 +76,8 @@ def embed_rows(model, rows: list[tuple[list[int], list[torch.Tensor]]]) -> tuple
     ids = torch.full((len(rows), width), model.tokenizer.pad_token_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, (row, _) in enumerate(rows):
-        ids[i, width - len(row):] = torch.tensor(row)
-        mask[i, width - len(row):] = 1
+        ids[i, width - len(row) :] = torch.tensor(row)
+        mask[i, width - len(row) :] = 1
     features = [f for _, feats in rows for f in feats]
     if features:
         return model.splice(ids, model.embed_audio(features)), mask
@@ -107,16 +106,26 @@ class LiveBatch:
         mask = attention_mask.to(device)
         cache = DynamicCache()
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
-        out = self.llm(inputs_embeds=inputs_embeds, attention_mask=mask, position_ids=positions, use_cache=True,
-                       logits_to_keep=1, **{self._cache_arg: cache})
+        out = self.llm(
+            inputs_embeds=inputs_embeds,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1,
+            **{self._cache_arg: cache},
+        )
         logits, next_pos = out.logits[:, -1].float(), mask.sum(dim=1)
         if self.mask is None:
             self.cache, self.mask, self.positions, self.logits = cache, mask, next_pos, logits
             return
         width = max(self.mask.shape[1], mask.shape[1])
-        layers = [(torch.cat([_left_pad(a.keys, width), _left_pad(b.keys, width)]),
-                   torch.cat([_left_pad(a.values, width), _left_pad(b.values, width)]))
-                  for a, b in zip(self.cache.layers, cache.layers)]
+        layers = [
+            (
+                torch.cat([_left_pad(a.keys, width), _left_pad(b.keys, width)]),
+                torch.cat([_left_pad(a.values, width), _left_pad(b.values, width)]),
+            )
+            for a, b in zip(self.cache.layers, cache.layers)
+        ]
         self.cache = DynamicCache(layers)
         self.mask = torch.cat([_left_pad(self.mask, width, dim=1), _left_pad(mask, width, dim=1)])
         self.positions = torch.cat([self.positions, next_pos])
@@ -127,8 +136,13 @@ class LiveBatch:
         """Feed one token per row [B]; `logits` become the next step's."""
         device = self.mask.device
         self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=1)
-        out = self.llm(input_ids=tokens.to(device)[:, None], attention_mask=self.mask,
-                       position_ids=self.positions[:, None], use_cache=True, **{self._cache_arg: self.cache})
+        out = self.llm(
+            input_ids=tokens.to(device)[:, None],
+            attention_mask=self.mask,
+            position_ids=self.positions[:, None],
+            use_cache=True,
+            **{self._cache_arg: self.cache},
+        )
         self.logits = out.logits[:, -1].float()
         self.positions = self.positions + 1
 
@@ -223,8 +237,9 @@ class Engine:
                     self._cond.wait()
                 if self._closed:
                     break
-                joining = [self._waiting.popleft() for _ in range(min(len(self._waiting),
-                                                                        self.max_batch - len(self._rows)))]
+                joining = [
+                    self._waiting.popleft() for _ in range(min(len(self._waiting), self.max_batch - len(self._rows)))
+                ]
             try:
                 self._join(batch, [r for r in joining if not self._dropped(r)])
                 self._step(batch)
@@ -272,7 +287,7 @@ class Engine:
         chosen = logits.argmax(dim=-1)
         for i, r in enumerate(self._rows):
             if r.settings.do_sample:
-                probs = filter_logits(logits[i:i + 1], r.settings).softmax(dim=-1)
+                probs = filter_logits(logits[i : i + 1], r.settings).softmax(dim=-1)
                 noise = torch.empty_like(probs).exponential_(1, generator=r.generator)
                 chosen[i] = (probs / noise).argmax(dim=-1)[0]
         return chosen.tolist()
@@ -292,17 +307,25 @@ class Engine:
                 request.on_event(Event(delta=delta))
             return False
         text = _visible(raw, self.end_sym, request.stops, final=True)
-        delta = text[len(request.sent):] if text.startswith(request.sent) else ""
+        delta = text[len(request.sent) :] if text.startswith(request.sent) else ""
         self.stats["completed"] += 1
-        request.on_event(Event(delta=delta, done=True, text=text, finish_reason=reason,
-                               prompt_tokens=len(request.ids), completion_tokens=len(request.tokens)))
+        request.on_event(
+            Event(
+                delta=delta,
+                done=True,
+                text=text,
+                finish_reason=reason,
+                prompt_tokens=len(request.ids),
+                completion_tokens=len(request.tokens),
+            )
+        )
         return True
 
     @staticmethod
     def _delta(request: Request, visible: str) -> str:
         if not visible.startswith(request.sent):
             return ""  # an 'Assistant:' restarted the answer: what was sent stays, the rest waits for the end
-        delta = visible[len(request.sent):]
+        delta = visible[len(request.sent) :]
         request.sent = visible
         return delta
 

@@ -34,8 +34,10 @@ from musilingo_cli.model.config import AUDIO_HERE, AUDIO_SLOT
 from musilingo_cli.model.generation import GenerationSettings
 
 TEMPLATES = ("default", "demo")
-DEMO_SYSTEM = ("Give the following music: <Audio>AudioContent</Audio>. You will be able to see the music once I "
-               "provide it to you. Please answer my questions.")
+DEMO_SYSTEM = (
+    "Give the following music: <Audio>AudioContent</Audio>. You will be able to see the music once I "
+    "provide it to you. Please answer my questions."
+)
 DEMO_AUDIO = "<Audio><AudioHere></Audio>"
 
 
@@ -88,8 +90,10 @@ def segments(messages: list[Message], template: str, model_config, system: str |
         pieces.append("Assistant:")
         return _joined(pieces)
     if not model_config.prompt_template:
-        raise ConfigError("this is a stage-1 (captioning) model without a prompt template; chat needs a "
-                          "stage-2 model, or use --template demo")
+        raise ConfigError(
+            "this is a stage-1 (captioning) model without a prompt template; chat needs a "
+            "stage-2 model, or use --template demo"
+        )
     pending: list[Audio] = []
     for m in messages:
         if isinstance(m.content, Audio):
@@ -121,8 +125,14 @@ def _joined(pieces: list[str | Audio]) -> list[str | Audio]:
     return out
 
 
-def render(model, messages: list[Message], template: str = "default", system: str | None = None,
-           max_new_tokens: int = 0, context: int | None = None) -> Prompt:
+def render(
+    model,
+    messages: list[Message],
+    template: str = "default",
+    system: str | None = None,
+    max_new_tokens: int = 0,
+    context: int | None = None,
+) -> Prompt:
     """Token ids of the conversation, oldest exchanges dropped (never audio) until the prompt and
     `max_new_tokens` fit `context` (default: the LLM's max_position_embeddings).
 
@@ -143,8 +153,10 @@ def render(model, messages: list[Message], template: str = "default", system: st
             return Prompt(ids, audio, trimmed)
         oldest = _oldest_exchange(messages)
         if oldest is None:
-            raise ConfigError(f"the prompt needs {len(ids)} tokens and the answer up to {max_new_tokens}, more than "
-                              f"the LLM's context of {context}: use shorter audio (--max-seconds) or fewer new tokens")
+            raise ConfigError(
+                f"the prompt needs {len(ids)} tokens and the answer up to {max_new_tokens}, more than "
+                f"the LLM's context of {context}: use shorter audio (--max-seconds) or fewer new tokens"
+            )
         del messages[oldest]
         trimmed = True
 
@@ -173,8 +185,9 @@ def min_samples(model) -> int:
     return cached
 
 
-def encode_file(model, path: str, chunk_seconds: float = 30.0, max_seconds: float | None = None,
-                batch_size: int = 8) -> Audio:
+def encode_file(
+    model, path: str, chunk_seconds: float = 30.0, max_seconds: float | None = None, batch_size: int = 8
+) -> Audio:
     """Decode, chunk and encode one file exactly as `ask` does; raises AudioError."""
     clip = prepare_clip(str(path), model.encoder.sample_rate, chunk_seconds, max_seconds, min_samples(model))
     return Audio(encode_clips(model.encode, [clip], batch_size)[0], Path(path).name, clip.seconds_used)
@@ -208,8 +221,16 @@ class ChatConfig:
 class Chat:
     """A conversation with one model: questions in, answers streamed to `on_delta`."""
 
-    def __init__(self, model, engine, settings: GenerationSettings, template: str = "default", seed: int = 0,
-                 chunk_seconds: float = 30.0, max_seconds: float | None = None):
+    def __init__(
+        self,
+        model,
+        engine,
+        settings: GenerationSettings,
+        template: str = "default",
+        seed: int = 0,
+        chunk_seconds: float = 30.0,
+        max_seconds: float | None = None,
+    ):
         self.model, self.engine, self.settings = model, engine, settings
         self.template, self.seed = check_template(template), seed
         self.chunk_seconds, self.max_seconds = chunk_seconds, max_seconds
@@ -237,8 +258,15 @@ class Chat:
             self.told_trim = True
         self.last_prompt = prompt
         events: queue.Queue = queue.Queue()
-        self.engine.submit(Request(prompt.ids, [a.features for a in prompt.audio], self.settings, events.put,
-                                   seed=self.seed + len(self.messages)))
+        self.engine.submit(
+            Request(
+                prompt.ids,
+                [a.features for a in prompt.audio],
+                self.settings,
+                events.put,
+                seed=self.seed + len(self.messages),
+            )
+        )
         while True:
             event = events.get()
             if event.delta:
@@ -251,9 +279,16 @@ class Chat:
         return event.text
 
     def to_json(self) -> dict[str, Any]:
-        return {"template": self.template, "settings": self.settings.to_dict(),
-                "messages": [{"role": m.role, "audio": m.content.name} if isinstance(m.content, Audio)
-                             else {"role": m.role, "content": m.content} for m in self.messages]}
+        return {
+            "template": self.template,
+            "settings": self.settings.to_dict(),
+            "messages": [
+                {"role": m.role, "audio": m.content.name}
+                if isinstance(m.content, Audio)
+                else {"role": m.role, "content": m.content}
+                for m in self.messages
+            ],
+        }
 
 
 def run(config: ChatConfig, model=None) -> int:
@@ -262,9 +297,17 @@ def run(config: ChatConfig, model=None) -> int:
     from musilingo_cli.pipelines.ask import AskConfig, _load, _resolved
 
     check_template(config.template)
-    resolved = _resolved(AskConfig(model=config.model, encoder=config.encoder, llm=config.llm, device=config.device,
-                                   dtype=config.dtype, encoder_dtype=config.encoder_dtype,
-                                   max_new_tokens=config.max_new_tokens))
+    resolved = _resolved(
+        AskConfig(
+            model=config.model,
+            encoder=config.encoder,
+            llm=config.llm,
+            device=config.device,
+            dtype=config.dtype,
+            encoder_dtype=config.encoder_dtype,
+            max_new_tokens=config.max_new_tokens,
+        )
+    )
     settings = GenerationSettings.from_preset(config.preset, max_new_tokens=config.max_new_tokens)
     model = model if model is not None else _load(resolved)
     engine = Engine(model, max_batch=1)

@@ -85,8 +85,16 @@ def build(config: ServeConfig, model=None):
         raise ConfigError("--max-new-tokens and --max-batch must be at least 1")
     if config.allowed_local_media_path and not Path(config.allowed_local_media_path).is_dir():
         raise ConfigError(f"--allowed-local-media-path {config.allowed_local_media_path}: not a directory")
-    resolved = _resolved(AskConfig(model=config.model, encoder=config.encoder, llm=config.llm, device=config.device,
-                                   dtype=config.dtype, encoder_dtype=config.encoder_dtype))
+    resolved = _resolved(
+        AskConfig(
+            model=config.model,
+            encoder=config.encoder,
+            llm=config.llm,
+            device=config.device,
+            dtype=config.dtype,
+            encoder_dtype=config.encoder_dtype,
+        )
+    )
     model = model if model is not None else _load(resolved)
     max_batch = config.max_batch or (256 if str(resolved.device).startswith("cuda") else 32)
     server = Server(model, Engine(model, max_batch=max_batch, max_waiting=config.max_waiting), config)
@@ -100,8 +108,12 @@ def run(config: ServeConfig) -> None:
 
     app, server = build(config)
     where = f"http://{config.host}:{config.port}"
-    stderr.print(f"musilingo serve: {where}/v1/chat/completions, web demo at {where}/"
-                 + (" (API key required)" if config.api_key else ""), highlight=False, soft_wrap=True)
+    stderr.print(
+        f"musilingo serve: {where}/v1/chat/completions, web demo at {where}/"
+        + (" (API key required)" if config.api_key else ""),
+        highlight=False,
+        soft_wrap=True,
+    )
     try:
         uvicorn.run(app, host=config.host, port=config.port, log_level="warning", access_log=False)
     finally:

@@ -104,9 +104,13 @@ def decode_source(source: AudioSource, model, chunk_seconds: float, max_audio_se
         try:
             seconds = duration_seconds(path)
             if seconds > max_audio_seconds:
-                raise APIError(413, f"{source.where}: {seconds:.1f} s of audio, more than this server's "
-                               f"--max-audio-seconds {max_audio_seconds:g}; send a shorter clip",
-                               code="audio_too_long", param=source.where)
+                raise APIError(
+                    413,
+                    f"{source.where}: {seconds:.1f} s of audio, more than this server's "
+                    f"--max-audio-seconds {max_audio_seconds:g}; send a shorter clip",
+                    code="audio_too_long",
+                    param=source.where,
+                )
             return prepare_clip(str(path), model.encoder.sample_rate, chunk_seconds, None, min_samples(model))
         except AudioError as err:
             text = str(err).replace(f"{path}: ", "").replace(str(path), "the audio")
@@ -133,8 +137,11 @@ class Server:
         plan: list[tuple[str, Any]] = []  # (role, text | AudioSource)
         system = None
         for i, message in enumerate(request.messages):
-            parts = [protocol.TextPart(type="text", text=message.content)] if isinstance(message.content, str) \
+            parts = (
+                [protocol.TextPart(type="text", text=message.content)]
+                if isinstance(message.content, str)
                 else list(message.content or [])
+            )
             if message.role in ("system", "developer"):
                 system = " ".join(p.text for p in parts if isinstance(p, TextPart)) or None
                 continue
@@ -152,9 +159,14 @@ class Server:
         cfg = self.config
         self.encoder.expect(+1)
         try:
-            clips = await asyncio.gather(*[loop.run_in_executor(self.decoders, decode_source, s, self.model,
-                                                                cfg.chunk_seconds, cfg.max_audio_seconds)
-                                           for s in sources])
+            clips = await asyncio.gather(
+                *[
+                    loop.run_in_executor(
+                        self.decoders, decode_source, s, self.model, cfg.chunk_seconds, cfg.max_audio_seconds
+                    )
+                    for s in sources
+                ]
+            )
             encoded = self.encoder.submit(list(clips)) if clips else None
         finally:
             self.encoder.expect(-1)
@@ -202,14 +214,20 @@ def create_app(server: Server) -> FastAPI:
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "running": server.engine.running, "waiting": server.engine.waiting,
-                **dict(server.engine.stats)}
+        return {
+            "status": "ok",
+            "running": server.engine.running,
+            "waiting": server.engine.waiting,
+            **dict(server.engine.stats),
+        }
 
     @app.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:
         authorize(request)
-        return {"object": "list", "data": [{"id": cfg.served_model_name, "object": "model", "created": 0,
-                                            "owned_by": "musilingo"}]}
+        return {
+            "object": "list",
+            "data": [{"id": cfg.served_model_name, "object": "model", "created": 0, "owned_by": "musilingo"}],
+        }
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
@@ -223,19 +241,29 @@ def create_app(server: Server) -> FastAPI:
         except ConfigError as err:
             raise APIError(400, str(err), code="context_length_exceeded", param="messages") from None
         loop, events = asyncio.get_running_loop(), asyncio.Queue()
-        job = Job(prompt.ids, [a.features for a in prompt.audio], settings,
-                  lambda event: loop.call_soon_threadsafe(events.put_nowait, event), stops=stops, seed=parsed.seed)
+        job = Job(
+            prompt.ids,
+            [a.features for a in prompt.audio],
+            settings,
+            lambda event: loop.call_soon_threadsafe(events.put_nowait, event),
+            stops=stops,
+            seed=parsed.seed,
+        )
         try:
             server.engine.submit(job)
         except QueueFull:
-            raise APIError(503, "the server is busy (its queue is full); retry shortly", "server_error",
-                           code="queue_full") from None
+            raise APIError(
+                503, "the server is busy (its queue is full); retry shortly", "server_error", code="queue_full"
+            ) from None
         watcher = asyncio.create_task(_cancel_on_disconnect(request, server.engine, job))
         cid, name = protocol.new_id(), cfg.served_model_name
         if parsed.stream:
             usage = parsed.stream_options is not None and parsed.stream_options.include_usage
-            return StreamingResponse(_sse(events, job, server.engine, watcher, cid, name, usage),
-                                     media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+            return StreamingResponse(
+                _sse(events, job, server.engine, watcher, cid, name, usage),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache"},
+            )
         try:
             event = await _last(events)
         finally:
@@ -243,8 +271,9 @@ def create_app(server: Server) -> FastAPI:
             server.engine.cancel(job)  # a no-op once it has finished
         if event.error:
             raise APIError(500, event.error, "server_error")
-        return protocol.completion(cid, name, event.text or "", event.finish_reason or "stop", event.prompt_tokens,
-                                   event.completion_tokens)
+        return protocol.completion(
+            cid, name, event.text or "", event.finish_reason or "stop", event.prompt_tokens, event.completion_tokens
+        )
 
     return app
 
@@ -252,14 +281,18 @@ def create_app(server: Server) -> FastAPI:
 async def _body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise APIError(413, f"the request body is {int(declared)} bytes, more than this server's limit of {limit}",
-                       code="request_too_large")
+        raise APIError(
+            413,
+            f"the request body is {int(declared)} bytes, more than this server's limit of {limit}",
+            code="request_too_large",
+        )
     body = bytearray()
     async for piece in request.stream():
         body += piece
         if len(body) > limit:
-            raise APIError(413, f"the request body is more than this server's limit of {limit} bytes",
-                           code="request_too_large")
+            raise APIError(
+                413, f"the request body is more than this server's limit of {limit} bytes", code="request_too_large"
+            )
     return bytes(body)
 
 
@@ -293,8 +326,9 @@ async def _sse(events: asyncio.Queue, job: Job, engine, watcher: asyncio.Task, c
         else:
             yield data(protocol.chunk(cid, name, {}, event.finish_reason))
             if usage:
-                yield data(protocol.chunk(cid, name, {}, usage_=protocol.usage(event.prompt_tokens,
-                                                                             event.completion_tokens)))
+                yield data(
+                    protocol.chunk(cid, name, {}, usage_=protocol.usage(event.prompt_tokens, event.completion_tokens))
+                )
         yield "data: [DONE]\n\n"
     finally:
         watcher.cancel()

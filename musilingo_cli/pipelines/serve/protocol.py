@@ -24,19 +24,50 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from musilingo_cli.model.generation import GenerationSettings
 
 # format -> file suffix (the suffix picks soundfile or ffmpeg in model.audio)
-AUDIO_FORMATS = {"wav": ".wav", "mp3": ".mp3", "flac": ".flac", "ogg": ".ogg", "oga": ".oga", "opus": ".opus",
-                 "webm": ".webm", "m4a": ".m4a", "mp4": ".mp4", "aac": ".aac", "aiff": ".aiff", "pcm16": None}
-MIME_FORMATS = {"audio/wav": "wav", "audio/x-wav": "wav", "audio/wave": "wav", "audio/mpeg": "mp3", "audio/mp3": "mp3",
-                "audio/flac": "flac", "audio/x-flac": "flac", "audio/ogg": "ogg", "audio/opus": "opus",
-                "audio/webm": "webm", "video/webm": "webm", "audio/mp4": "m4a", "audio/x-m4a": "m4a",
-                "audio/aac": "aac", "audio/aiff": "aiff"}
+AUDIO_FORMATS = {
+    "wav": ".wav",
+    "mp3": ".mp3",
+    "flac": ".flac",
+    "ogg": ".ogg",
+    "oga": ".oga",
+    "opus": ".opus",
+    "webm": ".webm",
+    "m4a": ".m4a",
+    "mp4": ".mp4",
+    "aac": ".aac",
+    "aiff": ".aiff",
+    "pcm16": None,
+}
+MIME_FORMATS = {
+    "audio/wav": "wav",
+    "audio/x-wav": "wav",
+    "audio/wave": "wav",
+    "audio/mpeg": "mp3",
+    "audio/mp3": "mp3",
+    "audio/flac": "flac",
+    "audio/x-flac": "flac",
+    "audio/ogg": "ogg",
+    "audio/opus": "opus",
+    "audio/webm": "webm",
+    "video/webm": "webm",
+    "audio/mp4": "m4a",
+    "audio/x-m4a": "m4a",
+    "audio/aac": "aac",
+    "audio/aiff": "aiff",
+}
 
 
 class APIError(Exception):
     """A request the server refuses: HTTP `status`, OpenAI error `type` and `code`, `param`."""
 
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", code: str | None = None,
-                 param: str | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type_: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+    ):
         super().__init__(message)
         self.status, self.type, self.code, self.param = status, type_, code, param
 
@@ -125,28 +156,43 @@ def audio_source(part: AudioPart | AudioURLPart, where: str, local_root: Path | 
         fmt = part.input_audio.format.lower()
         if AUDIO_FORMATS.get(fmt) is None:
             known = ", ".join(k for k, v in AUDIO_FORMATS.items() if v)
-            raise APIError(400, f"{where}.input_audio.format {fmt!r} is not supported: use one of {known}",
-                           param=f"{where}.input_audio.format")
+            raise APIError(
+                400,
+                f"{where}.input_audio.format {fmt!r} is not supported: use one of {known}",
+                param=f"{where}.input_audio.format",
+            )
         return AudioSource(where, AUDIO_FORMATS[fmt], _b64(part.input_audio.data, f"{where}.input_audio.data"))
     url = part.audio_url.url
     if url.startswith("data:"):
         head, _, payload = url.partition(",")
         mime = head[5:].split(";")[0].lower()
         if ";base64" not in head or mime not in MIME_FORMATS:
-            raise APIError(400, f"{where}.audio_url: a data: URL must be base64 audio (data:audio/wav;base64,...), "
-                           f"not {head[:40]!r}", param=f"{where}.audio_url")
+            raise APIError(
+                400,
+                f"{where}.audio_url: a data: URL must be base64 audio (data:audio/wav;base64,...), not {head[:40]!r}",
+                param=f"{where}.audio_url",
+            )
         return AudioSource(where, AUDIO_FORMATS[MIME_FORMATS[mime]], _b64(payload, f"{where}.audio_url"))
     parsed = urlparse(url)
     if parsed.scheme != "file":
-        raise APIError(400, f"{where}.audio_url: only data: and file:// URLs are served (this server fetches "
-                       "nothing from the network); send the audio as input_audio", param=f"{where}.audio_url")
+        raise APIError(
+            400,
+            f"{where}.audio_url: only data: and file:// URLs are served (this server fetches "
+            "nothing from the network); send the audio as input_audio",
+            param=f"{where}.audio_url",
+        )
     if local_root is None:
-        raise APIError(400, f"{where}.audio_url: file:// URLs are off; start the server with "
-                       "--allowed-local-media-path DIR to allow files below DIR", param=f"{where}.audio_url")
+        raise APIError(
+            400,
+            f"{where}.audio_url: file:// URLs are off; start the server with "
+            "--allowed-local-media-path DIR to allow files below DIR",
+            param=f"{where}.audio_url",
+        )
     path = Path(unquote(parsed.path)).resolve()
     if not path.is_relative_to(local_root):
-        raise APIError(400, f"{where}.audio_url: {path} is outside the allowed local media path",
-                       param=f"{where}.audio_url")
+        raise APIError(
+            400, f"{where}.audio_url: {path} is outside the allowed local media path", param=f"{where}.audio_url"
+        )
     return AudioSource(where, path.suffix, path=path)
 
 
@@ -195,22 +241,33 @@ def new_id() -> str:
 
 
 def completion(cid: str, model: str, text: str, reason: str, prompt: int, completion_tokens: int) -> dict[str, Any]:
-    return {"id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                         "finish_reason": reason}],
-            "usage": usage(prompt, completion_tokens)}
+    return {
+        "id": cid,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None, "finish_reason": reason}
+        ],
+        "usage": usage(prompt, completion_tokens),
+    }
 
 
-def chunk(cid: str, model: str, delta: dict[str, Any], reason: str | None = None,
-          usage_: dict[str, int] | None = None) -> dict[str, Any]:
+def chunk(
+    cid: str, model: str, delta: dict[str, Any], reason: str | None = None, usage_: dict[str, int] | None = None
+) -> dict[str, Any]:
     choices = [] if usage_ is not None else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}]
-    out = {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
-           "choices": choices}
+    out = {
+        "id": cid,
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "choices": choices,
+    }
     if usage_ is not None:
         out["usage"] = usage_
     return out
 
 
 def usage(prompt: int, completion_tokens: int) -> dict[str, int]:
-    return {"prompt_tokens": prompt, "completion_tokens": completion_tokens,
-            "total_tokens": prompt + completion_tokens}
+    return {"prompt_tokens": prompt, "completion_tokens": completion_tokens, "total_tokens": prompt + completion_tokens}

@@ -154,3 +154,36 @@ def test_chat_with_a_bad_file_is_one_error_line(tiny, tmp_path):
     )
     assert result.exit_code != 0 and isinstance(result.exception, Exception)
     assert "notes.wav" in str(result.exception)
+
+
+def test_interactive_chat_streams_answers_after_prompts(tiny):
+    import io
+
+    from musilingo_cli.pipelines.chat import ChatConfig, run
+
+    out = io.StringIO()
+    config = ChatConfig(
+        audio=str(tiny["song"]),
+        preset="greedy",
+        max_new_tokens=12,
+        device="cpu",
+        lines=[Q1, "/help", Q2],
+        interactive=True,
+        out=out,
+    )
+    assert run(config, model=tiny["model"]) == 2
+    text = out.getvalue()
+    assert text.count("you> ") == 4 and text.count("musilingo> ") == 2  # the last prompt meets end of input
+    answers = [line.split("musilingo> ")[1] for line in text.splitlines() if "musilingo> " in line]
+    assert all(answers) and len(answers) == 2
+
+
+def test_serve_and_chat_refuse_a_missing_model_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    for command in (["serve"], ["chat", str(tmp_path / "song.wav")]):
+        done = subprocess.run([sys.executable, "-m", "musilingo_cli", *command], capture_output=True, text=True)
+        assert done.returncode == 2, done.stderr
+        lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+        assert len(lines) == 1 and "--model" in lines[0] and "Traceback" not in done.stderr

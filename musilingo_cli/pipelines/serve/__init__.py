@@ -74,11 +74,18 @@ def read_api_key(key_file: Path | None) -> str | None:
 
 def build(config: ServeConfig, model=None):
     """(FastAPI app, Server) for `config`: loads the model unless given, starts the threads."""
+    try:  # the `serve` extra; imported here so `musilingo --help` stays fast
+        import uvicorn  # noqa: F401
+
+        from musilingo_cli.pipelines.serve.app import Server, create_app
+    except ImportError as err:
+        raise ConfigError(
+            f"musilingo serve needs FastAPI and uvicorn ({err.name} is missing): pip install 'musilingo-cli[serve]'"
+        ) from None
     from musilingo_cli.model.generation import GenerationSettings
     from musilingo_cli.model.live_batch import Engine
     from musilingo_cli.pipelines.ask import AskConfig, _load, _resolved
     from musilingo_cli.pipelines.chat import check_template
-    from musilingo_cli.pipelines.serve.app import Server, create_app
 
     check_template(config.template)
     if config.max_new_tokens < 1 or (config.max_batch is not None and config.max_batch < 1):
@@ -104,9 +111,9 @@ def build(config: ServeConfig, model=None):
 
 def run(config: ServeConfig) -> None:
     """Serve until interrupted."""
-    import uvicorn
-
     app, server = build(config)
+    import uvicorn  # present: build() checked the extra
+
     where = f"http://{config.host}:{config.port}"
     stderr.print(
         f"musilingo serve: {where}/v1/chat/completions, web demo at {where}/"

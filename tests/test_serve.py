@@ -299,13 +299,51 @@ def test_audio_urls_data_and_allowed_local_files(setup, client):
     path, question = setup["files"][2], QUESTIONS[2]
     data_url = "data:audio/wav;base64," + base64.b64encode(path.read_bytes()).decode()
     for url in (data_url, path.as_uri()):
-        messages = [{"role": "user", "content": [{"type": "audio_url", "audio_url": {"url": url}},
-                                                 {"type": "text", "text": question}]}]
-        reply = client.chat.completions.create(model="musilingo", messages=messages, temperature=0,
-                                               max_tokens=MAX_TOKENS)
+        messages = [
+            {
+                "role": "user",
+                "content": [{"type": "audio_url", "audio_url": {"url": url}}, {"type": "text", "text": question}],
+            }
+        ]
+        reply = client.chat.completions.create(
+            model="musilingo", messages=messages, temperature=0, max_tokens=MAX_TOKENS
+        )
         assert reply.choices[0].message.content == setup["expected"][(str(path), question)]
-    outside = [{"role": "user", "content": [{"type": "audio_url", "audio_url": {"url": "file:///etc/hostname"}},
-                                            {"type": "text", "text": question}]}]
+    outside = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "audio_url", "audio_url": {"url": "file:///etc/hostname"}},
+                {"type": "text", "text": question},
+            ],
+        }
+    ]
     with pytest.raises(openai.BadRequestError) as err:
         client.chat.completions.create(model="musilingo", messages=outside)
     assert "outside the allowed local media path" in err.value.body["message"]
+
+
+def test_seeded_sampling_repeats_and_text_only_questions_are_answered(setup, client):
+    path = setup["files"][1]
+
+    def sample(seed):
+        return (
+            client.chat.completions.create(
+                model="musilingo",
+                messages=ask_about(path, QUESTIONS[1]),
+                temperature=1.0,
+                top_p=0.9,
+                seed=seed,
+                max_tokens=MAX_TOKENS,
+            )
+            .choices[0]
+            .message.content
+        )
+
+    with ThreadPoolExecutor(4) as pool:  # decoded side by side, each with its own generator
+        first, again, other = pool.map(sample, [7, 7, 8])
+    assert first == again != other
+    text_only = client.chat.completions.create(
+        model="musilingo", temperature=0, max_tokens=MAX_TOKENS, messages=[{"role": "user", "content": "Name a genre."}]
+    )
+    assert text_only.usage.prompt_tokens > 1 and text_only.choices[0].finish_reason in ("stop", "length")

@@ -187,3 +187,24 @@ def test_serve_and_chat_refuse_a_missing_model_in_one_line(tmp_path):
         assert done.returncode == 2, done.stderr
         lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
         assert len(lines) == 1 and "--model" in lines[0] and "Traceback" not in done.stderr
+
+
+def test_add_puts_a_second_file_in_the_next_turn_and_audio_switches(tiny, tmp_path):
+    from musilingo_cli.model.live_batch import Engine
+    from musilingo_cli.pipelines.chat import Chat, _command
+
+    other = tmp_path / "other.wav"
+    write_music(other, 9, 24000, seed=4)
+    engine = Engine(tiny["model"], max_batch=1)
+    try:
+        chat = Chat(tiny["model"], engine, GenerationSettings.from_preset("greedy", max_new_tokens=6))
+        chat.add_audio(str(tiny["song"]))
+        chat.ask(Q1)
+        _command(chat, f"/add {other}")
+        chat.ask(Q2)
+        assert [a.name for a in chat.last_prompt.audio] == ["song.wav", "other.wav"]
+        _command(chat, f"/audio {other}")
+        chat.ask(Q1)
+        assert [a.name for a in chat.last_prompt.audio] == ["other.wav"] and len(chat.messages) == 3
+    finally:
+        engine.close()

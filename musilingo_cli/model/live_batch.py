@@ -1,0 +1,351 @@
+"""Continuous batching: one decoding batch that requests join and leave between steps.
+
+    waiting requests --(between two steps)--> prefill together (left padding), KV caches merged
+      -> every step: one token per row (each row its own settings), one forward for all rows
+      -> a row ends at its own stop (EOS, `###`, a stop string, its token limit, a cancel)
+         and leaves the batch at once; its slot is free for the next waiting request
+
+The cache is a transformers DynamicCache whose rows are left-padded to a common width: a joining
+group is padded on the left to the batch's width (or the batch to the group's), and columns no
+row needs any more are cut off the left when rows leave. Position ids are per row, so padding
+never shifts a row's positions, and padded columns are masked: a row decodes the same tokens
+whether it runs alone or beside others (up to float rounding in the padded matmuls).
+
+`Engine` runs the loop in one thread; callers `submit` a `Request` and receive `Event`s from that
+thread through the request's `on_event` callback (a server hands them to its event loop).
+The token choice is decoding.choose_tokens' (greedy, or temperature -> top-k -> top-p) with a
+generator per request, so a seeded request draws the same tokens whatever runs beside it.
+"""
+
+from __future__ import annotations
+
+import collections
+import inspect
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from musilingo_cli.model.decoding import filter_logits
+from musilingo_cli.model.generation import GenerationSettings, postprocess
+
+
+class QueueFull(Exception):
+    """More requests wait than the engine accepts (a server answers 503)."""
+
+
+@dataclass
+class Event:
+    """What a request hears from the engine: text as it grows, then one final event."""
+
+    delta: str = ""
+    done: bool = False
+    text: str | None = None  # final: the answer as `ask` would give it
+    finish_reason: str | None = None  # "stop" | "length" | "cancelled" | "error"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error: str | None = None
+
+
+@dataclass(eq=False)
+class Request:
+    """One prompt to answer: a token row with AUDIO_ID where audio goes, its features in order.
+
+    `stops` are extra stop strings (the answer is cut before the first); `on_event` is called
+    from the engine's thread and must not block.
+    """
+
+    ids: list[int]
+    audio: list[torch.Tensor]
+    settings: GenerationSettings
+    on_event: Callable[[Event], None]
+    stops: list[str] = field(default_factory=list)
+    seed: int | None = None
+    cancelled: bool = False
+    tokens: list[int] = field(default_factory=list)
+    sent: str = ""
+    generator: torch.Generator | None = None
+
+
+def embed_rows(model, rows: list[tuple[list[int], list[torch.Tensor]]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded LLM inputs for token rows with AUDIO_ID placeholders: ([B, S, H], mask [B, S]).
+
+    The audio embeddings go in row-major order, as MusiLingo.build_batch puts them."""
+    width = max(len(ids) for ids, _ in rows)
+    ids = torch.full((len(rows), width), model.tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (row, _) in enumerate(rows):
+        ids[i, width - len(row) :] = torch.tensor(row)
+        mask[i, width - len(row) :] = 1
+    features = [f for _, feats in rows for f in feats]
+    if features:
+        return model.splice(ids, model.embed_audio(features)), mask
+    embed = model.llm.get_input_embeddings()
+    return embed(ids.to(embed.weight.device)), mask
+
+
+class LiveBatch:
+    """The rows being decoded: a DynamicCache, its mask [B, W], next positions [B], logits [B, V]."""
+
+    def __init__(self, llm: torch.nn.Module):
+        self.llm = llm
+        self._cache_arg = "cache" if "cache" in inspect.signature(llm.forward).parameters else "past_key_values"
+        self.cache = self.mask = self.positions = self.logits = None
+
+    @property
+    def size(self) -> int:
+        return 0 if self.mask is None else self.mask.shape[0]
+
+    @torch.no_grad()
+    def join(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> None:
+        """Prefill left-padded prompts [n, S, H] and append them as the last n rows."""
+        from transformers import DynamicCache
+
+        device = inputs_embeds.device
+        mask = attention_mask.to(device)
+        cache = DynamicCache()
+        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        out = self.llm(
+            inputs_embeds=inputs_embeds,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1,
+            **{self._cache_arg: cache},
+        )
+        logits, next_pos = out.logits[:, -1].float(), mask.sum(dim=1)
+        if self.mask is None:
+            self.cache, self.mask, self.positions, self.logits = cache, mask, next_pos, logits
+            return
+        width = max(self.mask.shape[1], mask.shape[1])
+        layers = [
+            (
+                torch.cat([_left_pad(a.keys, width), _left_pad(b.keys, width)]),
+                torch.cat([_left_pad(a.values, width), _left_pad(b.values, width)]),
+            )
+            for a, b in zip(self.cache.layers, cache.layers)
+        ]
+        self.cache = DynamicCache(layers)
+        self.mask = torch.cat([_left_pad(self.mask, width, dim=1), _left_pad(mask, width, dim=1)])
+        self.positions = torch.cat([self.positions, next_pos])
+        self.logits = torch.cat([self.logits, logits])
+
+    @torch.no_grad()
+    def advance(self, tokens: torch.Tensor) -> None:
+        """Feed one token per row [B]; `logits` become the next step's."""
+        device = self.mask.device
+        self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=1)
+        out = self.llm(
+            input_ids=tokens.to(device)[:, None],
+            attention_mask=self.mask,
+            position_ids=self.positions[:, None],
+            use_cache=True,
+            **{self._cache_arg: self.cache},
+        )
+        self.logits = out.logits[:, -1].float()
+        self.positions = self.positions + 1
+
+    def keep(self, rows: list[int]) -> None:
+        """Keep only `rows` (in this order); columns no kept row attends to are cut off the left."""
+        if not rows:
+            self.cache = self.mask = self.positions = self.logits = None
+            return
+        index = torch.tensor(rows, device=self.mask.device)
+        self.cache.batch_select_indices(index)
+        self.mask, self.positions, self.logits = self.mask[index], self.positions[index], self.logits[index]
+        first = int(self.mask.any(dim=0).long().argmax())
+        if first > 0:
+            self.mask = self.mask[:, first:]
+            for layer in self.cache.layers:
+                layer.keys, layer.values = layer.keys[..., first:, :], layer.values[..., first:, :]
+
+
+def _left_pad(x: torch.Tensor, width: int, dim: int = -2) -> torch.Tensor:
+    """Zeros on the left of `dim` up to `width`."""
+    missing = width - x.shape[dim]
+    if missing == 0:
+        return x
+    shape = list(x.shape)
+    shape[dim] = missing
+    return torch.cat([x.new_zeros(shape), x], dim=dim)
+
+
+class Engine:
+    """Answers submitted requests in one continuously refilled batch, in a thread of its own.
+
+    `max_batch` rows decode at once and up to `max_waiting` more wait; beyond that `submit`
+    raises QueueFull. Waiting requests join between two steps. `stats` counts what happened.
+    """
+
+    def __init__(self, model, max_batch: int = 32, max_waiting: int = 256):
+        self.model, self.max_batch, self.max_waiting = model, max(1, max_batch), max(0, max_waiting)
+        self.eos = set(model._eos_ids())
+        self.end_sym = model.config.end_sym
+        self.stats = collections.Counter(completed=0, cancelled=0, failed=0)
+        self._waiting: collections.deque[Request] = collections.deque()
+        self._rows: list[Request] = []
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="musilingo-decode", daemon=True)
+        self._thread.start()
+
+    @property
+    def running(self) -> int:
+        return len(self._rows)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    def submit(self, request: Request) -> None:
+        """Queue `request`; raises QueueFull when `max_waiting` requests already wait."""
+        if request.settings.do_sample:
+            request.generator = torch.Generator(device=self._device())
+            if request.seed is None:
+                request.generator.seed()
+            else:
+                request.generator.manual_seed(request.seed)
+        with self._cond:
+            if len(self._waiting) + len(self._rows) >= self.max_batch + self.max_waiting:
+                raise QueueFull(f"{len(self._rows)} requests are decoding and {len(self._waiting)} waiting")
+            self._waiting.append(request)
+            self._cond.notify()
+
+    def cancel(self, request: Request) -> None:
+        """Stop decoding `request` (its client left): its slot is freed before the next step."""
+        request.cancelled = True
+        with self._cond:
+            self._cond.notify()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join(timeout=30)
+
+    def _device(self) -> torch.device:
+        return next(self.model.llm.parameters()).device
+
+    # --- the loop (engine thread) ---
+
+    def _run(self) -> None:
+        batch = LiveBatch(self.model.llm)
+        while True:
+            with self._cond:
+                while not self._closed and not self._waiting and not self._rows:
+                    self._cond.wait()
+                if self._closed:
+                    break
+                joining = [
+                    self._waiting.popleft() for _ in range(min(len(self._waiting), self.max_batch - len(self._rows)))
+                ]
+            try:
+                self._join(batch, [r for r in joining if not self._dropped(r)])
+                self._step(batch)
+            except Exception as err:  # a failure ends the rows it hit, never the engine
+                for request in self._rows:
+                    self.stats["failed"] += 1
+                    request.on_event(Event(done=True, finish_reason="error", error=f"decoding failed: {err}"))
+                self._rows = []
+                batch = LiveBatch(self.model.llm)
+        for request in self._rows + list(self._waiting):
+            request.on_event(Event(done=True, finish_reason="error", error="the server is shutting down"))
+
+    def _dropped(self, request: Request) -> bool:
+        if request.cancelled:
+            self.stats["cancelled"] += 1
+            request.on_event(Event(done=True, finish_reason="cancelled"))
+        return request.cancelled
+
+    def _join(self, batch: LiveBatch, joining: list[Request]) -> None:
+        if joining:
+            embeds, mask = embed_rows(self.model, [(r.ids, r.audio) for r in joining])
+            batch.join(embeds, mask)
+            self._rows += joining
+
+    def _step(self, batch: LiveBatch) -> None:
+        """Choose one token per row, retire finished rows, then run the step for the others."""
+        tokens = self._choose(batch.logits)
+        keep = []
+        for i, (request, token) in enumerate(zip(self._rows, tokens)):
+            request.tokens.append(token)
+            if not self._finish(request, token):
+                keep.append(i)
+        if len(keep) < len(self._rows):
+            batch.keep(keep)
+            self._rows = [self._rows[i] for i in keep]
+        if self._rows:
+            batch.advance(torch.tensor([r.tokens[-1] for r in self._rows]))
+
+    def _choose(self, logits: torch.Tensor) -> list[int]:
+        """Greedy rows by one argmax; sampling rows with their own generator and settings."""
+        eos = sorted(self.eos)
+        for i, r in enumerate(self._rows):
+            if eos and len(r.tokens) < r.settings.min_new_tokens:
+                logits[i, eos] = float("-inf")
+        chosen = logits.argmax(dim=-1)
+        for i, r in enumerate(self._rows):
+            if r.settings.do_sample:
+                probs = filter_logits(logits[i : i + 1], r.settings).softmax(dim=-1)
+                noise = torch.empty_like(probs).exponential_(1, generator=r.generator)
+                chosen[i] = (probs / noise).argmax(dim=-1)[0]
+        return chosen.tolist()
+
+    def _finish(self, request: Request, token: int) -> bool:
+        """Tell the request its new text; True when it has ended (and got its final event)."""
+        if request.cancelled:
+            self.stats["cancelled"] += 1
+            request.on_event(Event(done=True, finish_reason="cancelled"))
+            return True
+        raw = self.model.tokenizer.decode(request.tokens, skip_special_tokens=True)
+        stopped = token in self.eos or any(s in raw for s in [self.end_sym, *request.stops] if s)
+        reason = "stop" if stopped else "length" if len(request.tokens) >= request.settings.max_new_tokens else None
+        if reason is None:
+            delta = self._delta(request, _visible(raw, self.end_sym, request.stops, final=False))
+            if delta:
+                request.on_event(Event(delta=delta))
+            return False
+        text = _visible(raw, self.end_sym, request.stops, final=True)
+        delta = text[len(request.sent) :] if text.startswith(request.sent) else ""
+        self.stats["completed"] += 1
+        request.on_event(
+            Event(
+                delta=delta,
+                done=True,
+                text=text,
+                finish_reason=reason,
+                prompt_tokens=len(request.ids),
+                completion_tokens=len(request.tokens),
+            )
+        )
+        return True
+
+    @staticmethod
+    def _delta(request: Request, visible: str) -> str:
+        if not visible.startswith(request.sent):
+            return ""  # an 'Assistant:' restarted the answer: what was sent stays, the rest waits for the end
+        delta = visible[len(request.sent) :]
+        request.sent = visible
+        return delta
+
+
+def _visible(raw: str, end_sym: str, stops: list[str], final: bool) -> str:
+    """The answer in `raw` as the official post-processing gives it (cut at the end symbol, after
+    the last 'Assistant:', stripped), also cut at the request's stop strings. While decoding
+    (`final` False), text that may still turn out to be the start of a stop is held back."""
+    for stop in stops:
+        if stop:
+            raw = raw.split(stop)[0]
+    text = postprocess(raw, end_sym)
+    if final:
+        return text
+    text = text.split(end_sym)[0] if end_sym else text
+    holds = [s for s in [end_sym, "Assistant:", *stops] if s]
+    cut = len(text)
+    for stop in holds:
+        for k in range(min(len(stop) - 1, len(text)), 0, -1):
+            if text.endswith(stop[:k]):
+                cut = min(cut, len(text) - k)
+                break
+    return text[:cut].rstrip()

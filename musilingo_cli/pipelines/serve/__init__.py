@@ -1,0 +1,127 @@
+"""`musilingo serve`: an OpenAI-compatible chat server with continuous batching and a web demo.
+
+    app.py        FastAPI routes: /v1/chat/completions, /v1/models, /health, the page at /
+    protocol.py   the OpenAI request/response/error shapes and audio parts
+    static/       the web demo (one HTML page, no external scripts)
+
+The decoding itself is model.live_batch.Engine; prompts are pipelines.chat's (docs/serve.md).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from musilingo_cli.core.console import stderr
+from musilingo_cli.core.errors import ConfigError
+
+API_KEY_ENV = "MUSILINGO_API_KEY"
+
+
+@dataclass
+class ServeConfig:
+    """Everything `musilingo serve` needs; defaults are the command line's.
+
+    Attributes:
+        model / encoder / llm / device / dtype / encoder_dtype: as `ask`.
+        host / port: where to listen (127.0.0.1 by default: only this machine).
+        preset / max_new_tokens: decoding when a request does not say (temperature 0 = greedy).
+        max_batch: requests decoded together; max_waiting: requests queued beyond them (then 503).
+        template: "default" (stage-2, as ask) or "demo" (the official demo's conversation).
+        max_audio_seconds / max_body_bytes: larger requests get 413.
+        chunk_seconds: long audio is encoded in chunks of this length (as ask).
+        allowed_local_media_path: `file://` audio URLs below it are read; None = refused.
+        api_key: bearer token required on /v1 (from MUSILINGO_API_KEY or --api-key-file only).
+        served_model_name: the model id /v1/models lists.
+    """
+
+    model: str | None = None
+    encoder: str | None = None
+    llm: str | None = None
+    device: str | None = None
+    dtype: str | None = None
+    encoder_dtype: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    preset: str = "official"
+    max_new_tokens: int = 300
+    max_batch: int | None = None
+    max_waiting: int = 256
+    template: str = "default"
+    max_audio_seconds: float = 600.0
+    max_body_bytes: int = 64 * 1024 * 1024
+    chunk_seconds: float = 30.0
+    encoder_batch_size: int = 8
+    workers: int = 4
+    allowed_local_media_path: str | None = None
+    api_key: str | None = None
+    served_model_name: str = "musilingo"
+
+
+def read_api_key(key_file: Path | None) -> str | None:
+    """The key from --api-key-file, else MUSILINGO_API_KEY, else None (no auth). Never printed."""
+    if key_file is not None:
+        try:
+            key = key_file.read_text().strip()
+        except OSError as err:
+            raise ConfigError(f"--api-key-file {key_file}: cannot be read ({err.strerror})") from None
+        if not key:
+            raise ConfigError(f"--api-key-file {key_file} is empty")
+        return key
+    return os.environ.get(API_KEY_ENV) or None
+
+
+def build(config: ServeConfig, model=None):
+    """(FastAPI app, Server) for `config`: loads the model unless given, starts the threads."""
+    try:  # the `serve` extra; imported here so `musilingo --help` stays fast
+        import uvicorn  # noqa: F401
+
+        from musilingo_cli.pipelines.serve.app import Server, create_app
+    except ImportError as err:
+        raise ConfigError(
+            f"musilingo serve needs FastAPI and uvicorn ({err.name} is missing): pip install 'musilingo-cli[serve]'"
+        ) from None
+    from musilingo_cli.model.generation import GenerationSettings
+    from musilingo_cli.model.live_batch import Engine
+    from musilingo_cli.pipelines.ask import AskConfig, _load, _resolved
+    from musilingo_cli.pipelines.chat import check_template
+
+    check_template(config.template)
+    if config.max_new_tokens < 1 or (config.max_batch is not None and config.max_batch < 1):
+        raise ConfigError("--max-new-tokens and --max-batch must be at least 1")
+    if config.allowed_local_media_path and not Path(config.allowed_local_media_path).is_dir():
+        raise ConfigError(f"--allowed-local-media-path {config.allowed_local_media_path}: not a directory")
+    resolved = _resolved(
+        AskConfig(
+            model=config.model,
+            encoder=config.encoder,
+            llm=config.llm,
+            device=config.device,
+            dtype=config.dtype,
+            encoder_dtype=config.encoder_dtype,
+        )
+    )
+    model = model if model is not None else _load(resolved)
+    max_batch = config.max_batch or (256 if str(resolved.device).startswith("cuda") else 32)
+    server = Server(model, Engine(model, max_batch=max_batch, max_waiting=config.max_waiting), config)
+    server.engine_settings = GenerationSettings.from_preset(config.preset, max_new_tokens=config.max_new_tokens)
+    return create_app(server), server
+
+
+def run(config: ServeConfig) -> None:
+    """Serve until interrupted."""
+    app, server = build(config)
+    import uvicorn  # present: build() checked the extra
+
+    where = f"http://{config.host}:{config.port}"
+    stderr.print(
+        f"musilingo serve: {where}/v1/chat/completions, web demo at {where}/"
+        + (" (API key required)" if config.api_key else ""),
+        highlight=False,
+        soft_wrap=True,
+    )
+    try:
+        uvicorn.run(app, host=config.host, port=config.port, log_level="warning", access_log=False)
+    finally:
+        server.close()

@@ -149,10 +149,14 @@ def encode_clips(encode: Callable[[torch.Tensor], torch.Tensor], clips: list[Cli
     return [torch.cat([next(feats) for _ in clip.chunks], dim=-2) for clip in clips]
 
 
+# torch.OutOfMemoryError (torch >= 2.5), torch.cuda.OutOfMemoryError before it, and the host's MemoryError
+_OUT_OF_MEMORY = tuple({getattr(torch, "OutOfMemoryError", MemoryError),
+                        getattr(torch.cuda, "OutOfMemoryError", MemoryError), MemoryError})
+
+
 def is_out_of_memory(err: BaseException) -> bool:
-    """A CUDA/CPU allocation failure (torch.OutOfMemoryError, or an older torch's RuntimeError)."""
-    return isinstance(err, (torch.OutOfMemoryError, MemoryError)) or (
-        isinstance(err, RuntimeError) and "out of memory" in str(err))
+    """An allocation failure on the accelerator or the host (or an older torch's RuntimeError saying so)."""
+    return isinstance(err, _OUT_OF_MEMORY) or (isinstance(err, RuntimeError) and "out of memory" in str(err))
 
 
 def encode_clips_safely(encode: Callable[[torch.Tensor], torch.Tensor], clips: list[Clip], batch_size: int,

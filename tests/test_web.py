@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 
 import pytest
-from audio_helpers import write_music
+from audio_helpers import HAVE_FFMPEG, write_music
 from serve_helpers import start_server, tiny_checkpoint
 
 from musilingo_cli.pipelines.ask import AskConfig, run as ask_run
@@ -39,6 +40,8 @@ def browser(tmp_path_factory):
         "--disable-sync",
         "--no-first-run",
         "--disable-dev-shm-usage",
+        "--use-fake-ui-for-media-stream",  # the microphone: chromium's own fake device (a beep)
+        "--use-fake-device-for-media-stream",
         f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
     ):
         options.add_argument(flag)
@@ -101,3 +104,24 @@ def test_upload_ask_and_follow_up_in_the_browser(browser, served, tmp_path):
     second = answers(browser)[1]
     assert second.startswith("assistant:") and len(second) > len("assistant:")
     assert len(browser.find_elements(By.CSS_SELECTOR, "#log li.user")) == 2
+
+
+@pytest.mark.skipif(not HAVE_FFMPEG, reason="a recording is webm/opus, which needs ffmpeg to decode")
+def test_record_with_the_microphone_then_ask(browser, served):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    _, _, server = served
+    browser.get(server.url + "/")
+    wait = WebDriverWait(browser, 120)
+    record = browser.find_element(By.ID, "record")
+    record.click()
+    wait.until(lambda d: record.get_attribute("aria-pressed") == "true")
+    time.sleep(1.5)  # record a second and a half of the fake microphone's beeps
+    record.click()
+    wait.until(lambda d: "recording goes with your next question" in d.find_element(By.ID, "audio-status").text)
+    browser.find_element(By.ID, "question").send_keys(QUESTION)
+    browser.find_element(By.ID, "ask").click()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#log li[data-done]"))
+    answer = browser.find_element(By.CSS_SELECTOR, "#log li[data-done]")
+    assert answer.get_attribute("class") == "assistant" and answer.text, answer.text

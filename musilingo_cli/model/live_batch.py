@@ -267,11 +267,11 @@ class Engine:
     def _step(self, batch: LiveBatch) -> None:
         """Choose one token per row, retire finished rows, then run the step for the others."""
         tokens = self._choose(batch.logits)
-        keep = []
-        for i, (request, token) in enumerate(zip(self._rows, tokens)):
+        for request, token in zip(self._rows, tokens):
             request.tokens.append(token)
-            if not self._finish(request, token):
-                keep.append(i)
+        # one call into the tokenizer for all rows (it decodes the batch in Rust)
+        texts = self.model.tokenizer.batch_decode([r.tokens for r in self._rows], skip_special_tokens=True)
+        keep = [i for i, (r, t, raw) in enumerate(zip(self._rows, tokens, texts)) if not self._finish(r, t, raw)]
         if len(keep) < len(self._rows):
             batch.keep(keep)
             self._rows = [self._rows[i] for i in keep]
@@ -292,13 +292,13 @@ class Engine:
                 chosen[i] = (probs / noise).argmax(dim=-1)[0]
         return chosen.tolist()
 
-    def _finish(self, request: Request, token: int) -> bool:
-        """Tell the request its new text; True when it has ended (and got its final event)."""
+    def _finish(self, request: Request, token: int, raw: str) -> bool:
+        """Tell the request its new text (`raw`: its tokens decoded); True when it has ended (and
+        got its final event)."""
         if request.cancelled:
             self.stats["cancelled"] += 1
             request.on_event(Event(done=True, finish_reason="cancelled"))
             return True
-        raw = self.model.tokenizer.decode(request.tokens, skip_special_tokens=True)
         stopped = token in self.eos or any(s in raw for s in [self.end_sym, *request.stops] if s)
         reason = "stop" if stopped else "length" if len(request.tokens) >= request.settings.max_new_tokens else None
         if reason is None:

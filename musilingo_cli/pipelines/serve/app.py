@@ -61,9 +61,15 @@ class EncoderWorker:
         with self._lock:
             self._expected += change
 
-    def submit(self, clips: list[Clip]) -> concurrent.futures.Future:
+    def submit(self, clips: list[Clip], announced: bool = False) -> concurrent.futures.Future:
+        """Features for `clips` (a future); `announced`: this request called expect(+1) before."""
         future: concurrent.futures.Future = concurrent.futures.Future()
-        self._queue.put((clips, future))
+        with self._lock:
+            self._expected -= 1 if announced else 0
+            if clips:
+                self._queue.put((clips, future))
+            else:
+                future.set_result([])
         return future
 
     def close(self) -> None:
@@ -75,10 +81,12 @@ class EncoderWorker:
             work = [item]
             deadline = time.monotonic() + self.GATHER_SECONDS
             while len(work) < 64:
+                gather = self._expected > 0 and time.monotonic() < deadline
                 try:
-                    wait = deadline - time.monotonic() if self._expected > 0 else 0
-                    more = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+                    more = self._queue.get(timeout=0.01) if gather else self._queue.get_nowait()
                 except queue.Empty:
+                    if gather:
+                        continue  # others are still decoding: look again (they may finish or fail)
                     break
                 if more is None:
                     self._queue.put(None)
@@ -157,7 +165,7 @@ class Server:
             raise APIError(400, "messages: the last message must be the user's question", param="messages")
         sources = [s for _, s in plan if isinstance(s, AudioSource)]
         cfg = self.config
-        self.encoder.expect(+1)
+        self.encoder.expect(+1)  # the encoder thread waits for requests still decoding their audio
         try:
             clips = await asyncio.gather(
                 *[
@@ -167,10 +175,11 @@ class Server:
                     for s in sources
                 ]
             )
-            encoded = self.encoder.submit(list(clips)) if clips else None
-        finally:
+        except BaseException:
             self.encoder.expect(-1)
-        features = iter(await asyncio.wrap_future(encoded) if encoded else [])
+            raise
+        encoded = self.encoder.submit(list(clips), announced=True)
+        features = iter(await asyncio.wrap_future(encoded) if clips else [])
         clip_iter = iter(clips)
         messages = []
         for role, content in plan:

@@ -332,9 +332,12 @@ def _main(monkeypatch, capsys, *args):
 
     monkeypatch.setattr(sys, "argv", ["musilingo", *args])
     capsys.readouterr()
-    with pytest.raises(SystemExit) as exited:
+    try:
         main()
-    return exited.value.code, capsys.readouterr().err
+        code = 0
+    except SystemExit as exited:
+        code = exited.code
+    return code, capsys.readouterr().err
 
 
 def test_resume_if_possible_starts_a_run_then_continues_it(setup, dist_env, monkeypatch, capsys):
@@ -343,10 +346,10 @@ def test_resume_if_possible_starts_a_run_then_continues_it(setup, dist_env, monk
                           cache_dir=str(setup["root"] / "cache"))
     yaml = yaml_config(setup["root"] / "auto.yaml", config)
     code, err = _main(monkeypatch, capsys, "train", "--config", str(yaml), "--resume-if-possible")
-    assert code in (0, None), err
+    assert code == 0, err
     assert "resumed" not in err
     code, err = _main(monkeypatch, capsys, "train", "--config", str(yaml), "--resume-if-possible", "--max-steps", "3")
-    assert code in (0, None), err
+    assert code == 0, err
     assert "resumed from" in err and "at step 2" in err
     assert [r["step"] for r in read_jsonl(tmp / "run" / "metrics.jsonl")] == [1, 2, 3]
 
@@ -363,7 +366,8 @@ def test_damaged_or_planted_newest_state_resumes_from_the_previous_one(setup, di
     result = run(train_config(tmp, setup["llm"], setup["mert"], setup["qa"], setup["audio"], resume=True, **kw))
     err = capsys.readouterr().err.replace("\n", " ")
     assert not marker.exists()  # the planted object was never rebuilt
-    assert f"{states / 'step_4'} is damaged" in err and "step_2 at step 2" in err.replace("/", " ").replace("\\", " ")
+    assert f"{states / 'step_4'} is damaged (not a loadable checkpoint file" in err
+    assert f"resumed from {states / 'step_2'} at step 2" in err
     resumed = {r["step"]: r["loss"] for r in read_jsonl(out / "metrics.jsonl")}
     assert result.steps == 4 and sorted(resumed) == [1, 2, 3, 4]
     assert resumed == pytest.approx(original, abs=1e-6)  # DeepSpeed's files loaded weights_only, exactly

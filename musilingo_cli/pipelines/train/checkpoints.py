@@ -200,5 +200,5 @@ def _resume(engine, order: DataOrder, out: Path, tag: str, rank0: bool) -> int:
     order.epoch, order.index = client["epoch"], client["index"]
     _set_rng_state(safe_load(directory / tag / RNG_FILE.format(rank=engine.global_rank)))
     if rank0:
-        stderr.print(f"resumed from {path} at step {client['step']}")
+        stderr.print(f"resumed from {directory / tag} at step {client['step']}", soft_wrap=True)
     return int(client["step"])

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from rich.markup import escape
 
 from musilingo_cli.core.console import stderr
 from musilingo_cli.core.errors import ConfigError, MusilingoError
@@ -73,7 +74,7 @@ def _claim_run_folder(out: Path, config: TrainConfig, dist_info):
                 ) from None
             tag, warnings = resume_plan(out, config.resume, dist_info.world)
             for warning in warnings:
-                stderr.print(f"[yellow]warning:[/] {warning}")
+                stderr.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
             outcome = ("ok", tag)
         except MusilingoError as err:
             outcome = ("error", err)

@@ -376,7 +376,8 @@ def test_damaged_or_planted_newest_state_resumes_from_the_previous_one(setup, di
     (states / "step_2" / "mp_rank_00_model_states.pt").write_bytes(b"")
     optim = states / "step_4" / "zero_pp_rank_0_mp_rank_00_optim_states.pt"
     optim.write_bytes(optim.read_bytes()[: optim.stat().st_size // 2])
-    yaml = yaml_config(tmp / "train.yaml", train_config(tmp, setup["llm"], setup["mert"], setup["qa"], setup["audio"], **kw))
+    config = train_config(tmp, setup["llm"], setup["mert"], setup["qa"], setup["audio"], **kw)
+    yaml = yaml_config(tmp / "train.yaml", config)
     code, err = _main(monkeypatch, capsys, "train", "--config", str(yaml), "--resume")
     assert code == 1 and "aborted" not in err  # a CheckpointError, not an EOFError shown as Ctrl-C
     assert "no intact DeepSpeed state" in err and "step_4" in err and "step_2" in err and "empty" in err

@@ -21,7 +21,6 @@ from musilingo_cli.pipelines.train.config import TrainConfig, config_yaml
 from musilingo_cli.pipelines.train.data_source import DataOrder
 from musilingo_cli.pipelines.train.distributed import _barrier
 
-
 RNG_FILE = "rng_rank{rank}.pt"  # beside DeepSpeed's files in each deepspeed/step_N/
 
 

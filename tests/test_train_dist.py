@@ -6,6 +6,7 @@ run; the final checkpoint answers through `musilingo ask`."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -83,7 +84,16 @@ def _torchrun(setup, out, *extra, env=None, timeout=300):
     command = [PYTHON, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
                "--master_port", str(free_port()), "-m", "musilingo_cli", "train", "--config", str(setup["config"]),
                "--out", str(out), *extra]
-    return subprocess.run(command, env=subprocess_env(**(env or {})), capture_output=True, text=True, timeout=timeout)
+    # its own process group, so a hang is killed with all its workers (not left running after the test)
+    proc = subprocess.Popen(command, env=subprocess_env(**(env or {})), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
 
 
 def test_two_ranks_under_torchrun_zero2(setup):

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock, Timeout
 from rich.markup import escape
 
 from musilingo_cli.core.console import stderr
@@ -57,8 +58,6 @@ def _claim_run_folder(out: Path, config: TrainConfig, dist_info):
     """Rank 0 locks the run folder (a second training on it is refused) and decides, before any
     data or model is loaded, what to resume; every rank gets the same answer (a refusal raises on
     all ranks, so none waits at a barrier). Returns (the lock on rank 0, the tag to resume)."""
-    from filelock import FileLock, Timeout
-
     outcome, lock = None, None
     if dist_info.rank == 0:
         try:

@@ -62,7 +62,7 @@ def _claim_run_folder(out: Path, config: TrainConfig, dist_info):
     if dist_info.rank == 0:
         try:
             out.mkdir(parents=True, exist_ok=True)
-            lock = FileLock(out / ".musilingo-train.lock", blocking=False)
+            lock = FileLock(out / ".musilingo-train.lock", timeout=0)
             try:
                 lock.acquire()
             except Timeout:

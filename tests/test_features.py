@@ -15,6 +15,7 @@ from musilingo_cli.model.audio import load_audio
 from musilingo_cli.data.datasets import Example
 from musilingo_cli.model.encoder import load_encoder
 from musilingo_cli.core.errors import ConfigError
+from musilingo_cli.core.journal import read_jsonl
 from musilingo_cli.data.feature_cache import Crop, FeatureCache, FeatureSpec, build_cache, encoder_fingerprint
 
 
@@ -132,3 +133,28 @@ def test_audio_hashes_are_remembered(tmp_path, merts, clips):
     index = list(tmp_path.glob("audio_hashes.*.jsonl"))
     assert len(index) == 1 and digest in index[0].read_text()
     assert _cache(tmp_path, merts[0])._hashes  # read back by the next run
+
+
+def test_ranks_shard_by_file_not_by_cache_state_and_hash_each_file_once(tmp_path, merts, clips):
+    """Two ranks on one cache, rank 0 finishing its whole pass before rank 1 even looks (ranks
+    that drift apart): every clip is still encoded by exactly one rank, and hashed by one."""
+    examples = _examples(clips, names=("c0", "c1", "c2", "c3"))
+    encoders = [Encoder(merts[0]), Encoder(merts[0])]
+    reports = {}
+
+    def rank1_runs_now():  # rank 0's barrier: rank 1 runs its whole pass while rank 0 waits
+        reports[1] = build_cache(examples, FeatureCache(tmp_path, _spec(merts[0]), rank=1), 1, encoders[1].load,
+                                 encoders[1].encode, rank=1, world=2)
+
+    reports[0] = build_cache(examples, FeatureCache(tmp_path, _spec(merts[0]), rank=0), 1, encoders[0].load,
+                             encoders[0].encode, rank=0, world=2, barrier=rank1_runs_now)
+    assert (reports[0].encoded, reports[1].encoded) == (2, 2) and reports[0].hits == reports[1].hits == 0
+    assert reports[0].keys == reports[1].keys and sorted(reports[0].keys) == [0, 1, 2, 3]
+    assert len(list(tmp_path.glob("*/*.safetensors"))) == 4
+    hashed = [[r["file"].split("|")[0] for r in read_jsonl(tmp_path / f"audio_hashes.{r}.jsonl")] for r in (0, 1)]
+    assert sorted(hashed[0] + hashed[1]) == sorted(str((clips / f"c{i}.wav").resolve()) for i in range(4))
+    assert not set(hashed[0]) & set(hashed[1])  # each file hashed by one rank only
+
+
+def _spec(mert):
+    return FeatureSpec(encoder_fingerprint(mert), 24000, False, "fp32", 8, "mean")

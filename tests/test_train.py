@@ -6,15 +6,22 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import random
+import sys
+
+import numpy as np
 
 import pytest
 import torch
 from train_helpers import dist_env, make_parts, train_config, write_clips, write_qa_jsonl, yaml_config  # noqa: F401
 
-from musilingo_cli.core.errors import ConfigError, DataError
+from musilingo_cli.core.errors import CheckpointError, ConfigError, DataError
+from musilingo_cli.core.journal import atomic_path, atomic_write_text
 from musilingo_cli.model.generation import GenerationSettings
 from musilingo_cli.core.journal import read_jsonl
 from musilingo_cli.pipelines.train import TrainConfig, resolve_config, run
+from musilingo_cli.pipelines.train.checkpoints import _rng_state, _set_rng_state, safe_load
 from musilingo_cli.pipelines.train.config import PRESETS
 from musilingo_cli.pipelines.train.data_source import DataOrder
 from musilingo_cli.pipelines.train.engine import deepspeed_config, param_groups
@@ -249,3 +256,128 @@ def test_bf16_run_matches_fp32_and_saves_an_fp32_adapter(setup, dist_env):
 
     saved = load_file(setup["root"] / "precision-bf16" / "run" / "final" / "adapter.safetensors")
     assert saved["proj.weight"].dtype == torch.float32
+
+
+# --- run folders: atomic files, one training per folder, resume -------------------------------------
+
+
+def test_atomic_writes_never_follow_a_file_planted_at_a_temporary_name(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    target = tmp_path / "train_config.yaml"
+    planted = [f".{target.name}.{os.getpid()}.tmp", f".{target.name}.tmp"]  # the old, predictable names
+    for name in planted:
+        (tmp_path / name).symlink_to(victim)
+    atomic_write_text(target, "stage: finetune\n")
+    assert target.read_text() == "stage: finetune\n" and not target.is_symlink()
+    assert victim.read_text() == "keep me"
+    with pytest.raises(OSError, match="No space left"):  # a full disk mid-write keeps the old file whole
+        with atomic_path(target) as tmp:
+            tmp.write_text("stage: fi")
+            raise OSError(28, "No space left on device")
+    assert target.read_text() == "stage: finetune\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([victim.name, target.name, *planted])
+
+
+class _Planted:
+    """A pickle that runs code when fully unpickled (what a stranger's run folder could hold)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"import pathlib; pathlib.Path({self.marker!r}).touch()",)
+
+
+def test_rng_state_round_trips_through_a_weights_only_file(tmp_path):
+    random.seed(1), np.random.seed(2), torch.manual_seed(3)
+    torch.save(_rng_state(), tmp_path / "rng.pt")
+    expected = (random.random(), float(np.random.rand()), torch.rand(3))
+    random.seed(9), np.random.seed(9), torch.manual_seed(9)
+    _set_rng_state(safe_load(tmp_path / "rng.pt"))
+    got = (random.random(), float(np.random.rand()), torch.rand(3))
+    assert got[:2] == expected[:2] and torch.equal(got[2], expected[2])
+    marker = tmp_path / "ran"
+    torch.save({"module": _Planted(marker)}, tmp_path / "planted.pt")
+    with pytest.raises(CheckpointError, match="planted.pt: not a loadable checkpoint file"):
+        safe_load(tmp_path / "planted.pt")
+    assert not marker.exists()
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="empty.pt"):  # not EOFError (click would call it Ctrl-C)
+        safe_load(tmp_path / "empty.pt")
+
+
+def test_resume_with_nothing_to_resume_fails_before_loading_anything(setup, dist_env, tmp_path):
+    # neither the audio nor the encoder exists: the resume check must come first
+    config = train_config(tmp_path, setup["llm"], tmp_path / "no-encoder", setup["qa"], tmp_path / "no-audio",
+                          resume=True)
+    with pytest.raises(ConfigError, match="nothing to resume in .*--resume-if-possible"):
+        run(config)
+
+
+def test_a_second_training_on_the_same_out_is_refused(setup, dist_env, tmp_path):
+    from filelock import FileLock
+
+    config = train_config(tmp_path, setup["llm"], setup["mert"], setup["qa"], setup["audio"], resume="auto")
+    (tmp_path / "run").mkdir()
+    with FileLock(tmp_path / "run" / ".musilingo-train.lock"):  # held as a running training holds it
+        with pytest.raises(ConfigError, match="is in use by another training"):
+            run(config)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [".musilingo-train.lock"]
+
+
+def _main(monkeypatch, capsys, *args):
+    """The console script in-process: (exit code, stderr)."""
+    from musilingo_cli.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["musilingo", *args])
+    capsys.readouterr()
+    try:
+        main()
+        code = 0
+    except SystemExit as exited:
+        code = exited.code
+    return code, capsys.readouterr().err
+
+
+def test_resume_if_possible_starts_a_run_then_continues_it(setup, dist_env, monkeypatch, capsys):
+    tmp = setup["root"] / "auto"
+    config = train_config(tmp, setup["llm"], setup["mert"], setup["qa"], setup["audio"], max_steps=2, save_every=2,
+                          cache_dir=str(setup["root"] / "cache"))
+    yaml = yaml_config(setup["root"] / "auto.yaml", config)
+    code, err = _main(monkeypatch, capsys, "train", "--config", str(yaml), "--resume-if-possible")
+    assert code == 0, err
+    assert "resumed" not in err
+    code, err = _main(monkeypatch, capsys, "train", "--config", str(yaml), "--resume-if-possible", "--max-steps", "3")
+    assert code == 0, err
+    assert "resumed from" in err and "at step 2" in err
+    assert [r["step"] for r in read_jsonl(tmp / "run" / "metrics.jsonl")] == [1, 2, 3]
+
+
+def test_damaged_or_planted_newest_state_resumes_from_the_previous_one(setup, dist_env, monkeypatch, capsys):
+    tmp = setup["root"] / "damaged"
+    kw = dict(max_steps=4, save_every=2, cache_dir=str(setup["root"] / "cache"))
+    run(train_config(tmp, setup["llm"], setup["mert"], setup["qa"], setup["audio"], **kw))
+    out, states = tmp / "run", tmp / "run" / "deepspeed"
+    original = {r["step"]: r["loss"] for r in read_jsonl(out / "metrics.jsonl")}
+    marker = tmp / "planted-code-ran"
+    torch.save({"module": _Planted(marker)}, states / "step_4" / "mp_rank_00_model_states.pt")
+    capsys.readouterr()
+    result = run(train_config(tmp, setup["llm"], setup["mert"], setup["qa"], setup["audio"], resume=True, **kw))
+    err = capsys.readouterr().err.replace("\n", " ")
+    assert not marker.exists()  # the planted object was never rebuilt
+    assert f"{states / 'step_4'} is damaged (not a loadable checkpoint file" in err
+    assert f"resumed from {states / 'step_2'} at step 2" in err
+    resumed = {r["step"]: r["loss"] for r in read_jsonl(out / "metrics.jsonl")}
+    assert result.steps == 4 and sorted(resumed) == [1, 2, 3, 4]
+    assert resumed == pytest.approx(original, abs=1e-6)  # DeepSpeed's files loaded weights_only, exactly
+
+    # a power cut: an empty file in one state, a file cut in half in the other
+    (states / "step_2" / "mp_rank_00_model_states.pt").write_bytes(b"")
+    optim = states / "step_4" / "zero_pp_rank_0_mp_rank_00_optim_states.pt"
+    optim.write_bytes(optim.read_bytes()[: optim.stat().st_size // 2])
+    config = train_config(tmp, setup["llm"], setup["mert"], setup["qa"], setup["audio"], **kw)
+    yaml = yaml_config(tmp / "train.yaml", config)
+    code, err = _main(monkeypatch, capsys, "train", "--config", str(yaml), "--resume")
+    assert code == 1 and "aborted" not in err  # a CheckpointError, not an EOFError shown as Ctrl-C
+    assert "no intact DeepSpeed state" in err and "step_4" in err and "step_2" in err and "empty" in err

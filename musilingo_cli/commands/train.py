@@ -25,6 +25,7 @@ def command(
     config_file: Optional[str] = typer.Option(None, "--config", help="YAML with any TrainConfig fields (flags override it)."),
     preset: Optional[str] = typer.Option(None, "--preset", help="Official recipe: pretrain, finetune (MI long), finetune-mi-short, finetune-musicqa, finetune-musiccaps."),
     resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="Continue the run in --out from its latest checkpoint."),
+    resume_if_possible: Optional[bool] = typer.Option(None, "--resume-if-possible", help="Continue the run in --out if it has a checkpoint, else start it (one command for both)."),
     fmt: Optional[str] = typer.Option(None, "--format", help="Force the dataset format: msd, musiccaps, mi, musicqa, jsonl.", rich_help_panel=_DATA),
     split: Optional[str] = typer.Option(None, "--split", help="train (default), test or all; an MSD folder's split name.", rich_help_panel=_DATA),
     cache: Optional[bool] = typer.Option(None, "--cache/--no-cache", help="Encode each clip once and train from cached features (default), or run the encoder in every step.", rich_help_panel=_DATA),
@@ -51,7 +52,7 @@ def command(
     if local_rank is not None:  # the deepspeed launcher passes --local_rank=N (and usually LOCAL_RANK too)
         os.environ.setdefault("LOCAL_RANK", str(local_rank))
     overrides = dict(stage=stage, data=data or None, audio_dir=audio_dir, out=out, init=init, encoder=encoder, llm=llm,
-                     max_steps=max_steps, save_every=save_every, preset=preset, resume=resume, format=fmt, split=split,
+                     max_steps=max_steps, save_every=save_every, preset=preset, resume="auto" if resume_if_possible else resume, format=fmt, split=split,
                      cache=cache, cache_dir=cache_dir, crops_per_clip=crops_per_clip,
                      max_missing_fraction=max_missing_fraction, micro_batch=micro_batch, grad_accum=grad_accum, lr=lr,
                      seed=seed, layer_combine=layer_combine, precision=precision, zero_stage=zero_stage,

@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import filelock
 
 from musilingo_cli.core.errors import ConfigError, DataError, MusilingoError
+
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once: umask can only be read by setting it
 
 
 class JournalWriteError(MusilingoError):
@@ -39,15 +44,49 @@ def _iter_records(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    """Temp file in the same directory, fsync, rename: readers never see half a file, and
-    concurrent writers (several ranks) never share a temp file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
+    """Write `text` (UTF-8) atomically: see `atomic_path`."""
+    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as f:
         f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A fresh temporary file beside `path` to write into; on success it is fsynced and renamed
+    onto `path`, on error removed. Its name is unpredictable and it is created exclusively
+    (`tempfile.mkstemp`), so a symlink or file planted at a guessable name is never followed or
+    overwritten, and concurrent writers (several ranks) never share one. Readers of `path` see
+    the old file or the whole new one, never half of it."""
+    path = Path(path)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it 0600; the result gets the usual permissions
+    try:
+        yield tmp
+        with tmp.open("rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """A fresh, unpredictably named folder beside `path` to fill; on success it replaces `path`
+    (an old `path` is removed first), on error it is removed."""
+    import shutil
+
+    path = Path(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_UMASK)
+    try:
+        yield tmp
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def rewrite_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:

@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import re
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,7 +39,7 @@ import torch
 
 from musilingo_cli.data.datasets import Example
 from musilingo_cli.core.errors import AudioError, ConfigError
-from musilingo_cli.core.journal import Journal, atomic_write_text, read_jsonl
+from musilingo_cli.core.journal import Journal, atomic_path, atomic_write_text, read_jsonl
 
 FEATURES_FORMAT = 1
 
@@ -115,11 +116,15 @@ class FeatureCache:
         self.rank = rank
         self.dir.mkdir(parents=True, exist_ok=True)
         self._hashes: dict[str, str] = {}
-        for index in sorted(self.dir.glob("audio_hashes.*.jsonl")):
-            self._hashes.update({r["file"]: r["sha256"] for r in read_jsonl(index)})
+        self.read_hashes()
         self._hash_journal: Journal | None = None
         if rank == 0:
             self._record_spec()
+
+    def read_hashes(self) -> None:
+        """(Re)read the audio hashes every rank and run recorded in this cache."""
+        for index in sorted(self.dir.glob("audio_hashes.*.jsonl")):
+            self._hashes.update({r["file"]: r["sha256"] for r in read_jsonl(index)})
 
     # --- keys ---
     def audio_hash(self, path: Path) -> str:
@@ -129,6 +134,7 @@ class FeatureCache:
         stat = path.stat()
         file_id = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
         if file_id not in self._hashes:
+            _test_only_slow_hash(self.rank)
             self._hashes[file_id] = content_hash(path)
             if self._hash_journal is None:
                 self._hash_journal = Journal(self.dir / f"audio_hashes.{self.rank}.jsonl", key=lambda r: r["file"])
@@ -163,11 +169,10 @@ class FeatureCache:
 
         target = self.path(key)
         target.parent.mkdir(exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         meta = {"spec": self.spec.digest(), "audio": audio_hash, "crop_seconds": str(crop.seconds),
                 "crop_index": str(crop.index)}
-        save_file({"features": features.detach().to("cpu", torch.float32).contiguous()}, str(tmp), metadata=meta)
-        os.replace(tmp, target)
+        with atomic_path(target) as tmp:
+            save_file({"features": features.detach().to("cpu", torch.float32).contiguous()}, str(tmp), metadata=meta)
 
     def crop_start_rng(self, audio_hash: str, crop: Crop) -> np.random.Generator:
         """The generator that places crop `crop.index` of this clip (same in every run)."""
@@ -184,6 +189,14 @@ class FeatureCache:
         if self._hash_journal is not None:
             self._hash_journal.close()
             self._hash_journal = None
+
+
+def _test_only_slow_hash(rank: int) -> None:
+    """TEST HOOK ONLY (tests/test_train_dist.py): MUSILINGO_TEST_SLOW_HASH="RANK:SECONDS" makes one
+    rank hash each file slowly, so the tests can make ranks drift apart. Unset in real use."""
+    hook = os.environ.get("MUSILINGO_TEST_SLOW_HASH")
+    if hook and int(hook.split(":")[0]) == rank:
+        time.sleep(float(hook.split(":")[1]))
 
 
 def crops_of(example: Example, crops_per_clip: int) -> list[Crop]:
@@ -210,24 +223,30 @@ def build_cache(examples: list[Example], cache: FeatureCache, crops_per_clip: in
     """Encode every (clip, crop) that is not cached yet, then return the keys of all examples.
 
     `load_encoder()` is called only when something is missing (so a warm cache never loads the
-    encoder); `encode(encoder, waves[B, S]) -> features[B, ...]`. With several ranks each
-    encodes the clips `i % world == rank`, then `barrier()` waits for all.
+    encoder); `encode(encoder, waves[B, S]) -> features[B, ...]`. With several ranks, rank r
+    hashes, checks and encodes the distinct audio files j % world == r of the sorted file list (a
+    split that does not depend on the cache's state, so ranks running at different speeds still
+    cover every file once); `barrier()` waits for all, then every rank reads the others' hashes.
+    `hits` and `encoded` count this rank's share.
     """
-    wanted: dict[str, tuple[Path, str, list[tuple[Crop, str]]]] = {}
-    keys: dict[int, list[str]] = {}
+    # The shard is a function of the example list only (never of what the cache holds, which other
+    # ranks are changing meanwhile): rank r hashes, checks and encodes the distinct files j % world == r.
+    files = sorted({str(ex.audio) for ex in examples})
+    mine = set(files[rank::world])
+    wanted: dict[str, tuple[Path, str, dict[str, Crop]]] = {}
     hits = 0
-    for i, ex in enumerate(examples):
+    for ex in examples:
+        if str(ex.audio) not in mine:
+            continue
         digest = cache.audio_hash(ex.audio)
-        crops = [(c, cache.key(digest, c)) for c in crops_of(ex, crops_per_clip)]
-        keys[i] = [k for _, k in crops]
-        for crop, key in crops:
+        for crop in crops_of(ex, crops_per_clip):
+            key = cache.key(digest, crop)
             if cache.has(key):
                 hits += 1
-            else:
-                wanted.setdefault(digest, (ex.audio, digest, []))[2].append((crop, key))
-    todo = [v for j, v in enumerate(sorted(wanted.values(), key=lambda v: v[1])) if j % world == rank]
-    # dedupe crops shared by several examples of one clip (MusicQA asks many questions per clip)
-    todo = [(p, h, list(dict((k, c) for c, k in crops).items())) for p, h, crops in todo]
+            elif key not in wanted.get(digest, (None, None, {}))[2]:
+                # crops shared by several examples of one clip (MusicQA asks many questions per clip) once
+                wanted.setdefault(digest, (ex.audio, digest, {}))[2][key] = crop
+    todo = [(p, h, list(crops.items())) for p, h, crops in sorted(wanted.values(), key=lambda v: v[1])]
     encoded = 0
     if todo:
         encoder = load_encoder()
@@ -236,6 +255,10 @@ def build_cache(examples: list[Example], cache: FeatureCache, crops_per_clip: in
     cache.close()
     if barrier is not None:
         barrier()
+    cache.read_hashes()  # the other ranks' hashes: no file is hashed twice
+    keys = {i: [cache.key(cache.audio_hash(ex.audio), c) for c in crops_of(ex, crops_per_clip)]
+            for i, ex in enumerate(examples)}
+    cache.close()
     available = {i: [k for k in ks if cache.has(k)] for i, ks in keys.items()}
     # after the barrier the files tell, on every rank, which clips no rank could decode
     broken_all = sorted({str(examples[i].audio) for i, ks in available.items() if not ks})

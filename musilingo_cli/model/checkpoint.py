@@ -5,7 +5,6 @@ official release) a user's spec names is decided in `loader.py`."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ import torch
 
 from musilingo_cli.model.config import ModelConfig
 from musilingo_cli.core.errors import CheckpointError
+from musilingo_cli.core.journal import atomic_path, atomic_write_text
 
 ADAPTER_FILE = "adapter.safetensors"
 CONFIG_FILE = "musilingo.json"
@@ -21,18 +21,18 @@ OFFICIAL_PROJ = {"llama_proj.weight": "proj.weight", "llama_proj.bias": "proj.bi
 
 def save_checkpoint(directory: str | Path, config: ModelConfig, state: dict[str, torch.Tensor],
                     training: dict[str, Any] | None = None) -> Path:
-    """Write an adapter checkpoint; files are written under temporary names and renamed, so a
-    crash never leaves a half-written checkpoint that looks complete."""
+    """Write an adapter checkpoint; each file is written under an unpredictable temporary name and
+    renamed (`core.journal.atomic_path`), the config last, so a crash never leaves a half-written
+    checkpoint that looks complete."""
     from safetensors.torch import save_file
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state.items()}
-    save_file(tensors, directory / f".{ADAPTER_FILE}.tmp", metadata={"format": "pt"})
     body = {**config.to_dict(), "training": training or {}}
-    (directory / f".{CONFIG_FILE}.tmp").write_text(json.dumps(body, indent=2, ensure_ascii=False))
-    os.replace(directory / f".{ADAPTER_FILE}.tmp", directory / ADAPTER_FILE)
-    os.replace(directory / f".{CONFIG_FILE}.tmp", directory / CONFIG_FILE)
+    with atomic_path(directory / ADAPTER_FILE) as tmp:
+        save_file(tensors, tmp, metadata={"format": "pt"})
+    atomic_write_text(directory / CONFIG_FILE, json.dumps(body, indent=2, ensure_ascii=False))
     return directory
 
 

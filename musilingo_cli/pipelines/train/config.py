@@ -114,7 +114,7 @@ class TrainConfig:
     # checkpoints and logging
     save_every: int = 1000
     keep_deepspeed: int = 2  # DeepSpeed states kept (adapter checkpoints are all kept)
-    resume: bool = False
+    resume: bool | str = False  # True: continue the run in out; "auto": continue it if there is one
     tensorboard: bool = True
 
     def __post_init__(self) -> None:
@@ -132,6 +132,7 @@ class TrainConfig:
             ),
             (self.save_every > 0, "save_every must be positive"),
             (self.crops_per_clip > 0, "crops_per_clip must be positive"),
+            (self.resume in (True, False, "auto"), f"resume must be true, false or auto, not {self.resume!r}"),
         ]
         for ok, message in checks:
             if not ok:

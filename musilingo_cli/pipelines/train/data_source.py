@@ -21,7 +21,7 @@ from musilingo_cli.model.llm import parse_dtype
 from musilingo_cli.model.loader import encoder_info, load_encoder_part
 from musilingo_cli.model.named_encoders import named_encoder, named_encoder_fingerprint
 from musilingo_cli.pipelines.train.config import TrainConfig
-from musilingo_cli.pipelines.train.distributed import Dist, _barrier
+from musilingo_cli.pipelines.train.distributed import Dist, _barrier, _sum_ints
 
 
 class DataOrder:
@@ -138,10 +138,11 @@ def _feature_source(config: TrainConfig, model_config, examples, dist_info: Dist
             bar if dist_info.rank == 0 else None,
             _barrier,
         )
+    hits, encoded = _sum_ints([report.hits, report.encoded], dist_info)
     if dist_info.rank == 0:
         stderr.print(
-            f"feature cache {cache.dir}: {report.hits} hits, {report.encoded} crops encoded"
-            f"{', encoder not loaded' if not report.encoder_loaded else ''}, {len(report.broken)} broken files"
+            f"feature cache {cache.dir}: {hits} hits, {encoded} crops encoded"
+            f"{', encoder not loaded' if not encoded else ''}, {len(report.broken)} broken files"
         )
     lost = len(examples) - len(report.keys)
     check_missing(

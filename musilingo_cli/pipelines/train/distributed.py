@@ -66,3 +66,27 @@ def _reduce_mean(loss: float, samples: int, dist_info: Dist) -> tuple[float, int
     t = torch.tensor([loss, float(samples)], dtype=torch.float64, device=dist_info.device)
     dist.all_reduce(t)
     return float(t[0]) / dist_info.world, int(t[1])
+
+
+def _sum_ints(values: list[int], dist_info: Dist) -> list[int]:
+    """Element-wise sums over all ranks (collective; e.g. cache hits and crops encoded)."""
+    import torch
+    import torch.distributed as dist
+
+    if dist_info.world == 1:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.int64, device=dist_info.device)
+    dist.all_reduce(t)
+    return [int(v) for v in t.tolist()]
+
+
+def _from_rank0(value, dist_info: Dist):
+    """Rank 0's `value` on every rank (collective): decisions made once, such as whether the run
+    folder may be used and which checkpoint to resume, so every rank acts on the same answer."""
+    import torch.distributed as dist
+
+    if dist_info.world == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0, device=None if dist_info.device == "cpu" else dist_info.device)
+    return box[0]

@@ -144,4 +144,17 @@ def _set_lr(engine, config: TrainConfig, step: int) -> float:
 
 
 def _zero_loss(engine):
-    return sum(p.sum() for p in engine.module.parameters()) * 0.0
+    """For a micro-batch whose audio was all unreadable: a real forward pass on one zero audio
+    token with an empty answer, times 0. It changes nothing, but this rank still takes part in
+    every collective of the forward and backward (ZeRO-3 gathers the adapter's weights there;
+    a rank that skipped them would leave the others waiting)."""
+    import torch
+
+    config = engine.module.musilingo.config
+    dtype = next(engine.module.parameters()).dtype
+    if config.layer_combine == "mean":
+        shape = (1, config.encoder_hidden_size)  # [T', D]
+    else:
+        shape = (config.num_hidden_states, 1, config.encoder_hidden_size)  # [L, T', D]
+    features = torch.zeros(shape, dtype=dtype, device=engine.device)
+    return engine([features], [""], [""]) * 0.0

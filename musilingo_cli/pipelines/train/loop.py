@@ -21,14 +21,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock, Timeout
+from rich.markup import escape
 
 from musilingo_cli.core.console import stderr
-from musilingo_cli.core.errors import ConfigError
+from musilingo_cli.core.errors import ConfigError, MusilingoError
 from musilingo_cli.data.datasets import check_missing, load_examples
-from musilingo_cli.pipelines.train.checkpoints import _resume, _save
+from musilingo_cli.pipelines.train.checkpoints import _resume, _save, resume_plan
 from musilingo_cli.pipelines.train.config import TrainConfig, TrainResult
 from musilingo_cli.pipelines.train.data_source import DataOrder, _feature_source
-from musilingo_cli.pipelines.train.distributed import _barrier, _reduce_mean, setup_distributed
+from musilingo_cli.pipelines.train.distributed import _barrier, _from_rank0, _reduce_mean, setup_distributed
 from musilingo_cli.pipelines.train.engine import (
     _build_model,
     _engine,
@@ -43,14 +45,50 @@ from musilingo_cli.pipelines.train.metrics import _Logger
 def run(config: TrainConfig) -> TrainResult:
     """Train the adapter as `config` says; write checkpoints, metrics.jsonl and loss.png under `out`."""
     dist_info = setup_distributed()
-    rank0 = dist_info.rank == 0
     out = Path(config.out)
-    if rank0:
-        out.mkdir(parents=True, exist_ok=True)
-        if not config.resume and (out / "deepspeed" / "latest").exists():
-            raise ConfigError(
-                f"{out} already holds a training run; pass --resume to continue it or choose another --out"
-            )
+    lock, tag = _claim_run_folder(out, config, dist_info)
+    try:
+        return _run(config, dist_info, out, tag)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _claim_run_folder(out: Path, config: TrainConfig, dist_info):
+    """Rank 0 locks the run folder (a second training on it is refused) and decides, before any
+    data or model is loaded, what to resume; every rank gets the same answer (a refusal raises on
+    all ranks, so none waits at a barrier). Returns (the lock on rank 0, the tag to resume)."""
+    outcome, lock = None, None
+    if dist_info.rank == 0:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(out / ".musilingo-train.lock", timeout=0)
+            try:
+                lock.acquire()
+            except Timeout:
+                lock = None
+                raise ConfigError(
+                    f"{out} is in use by another training (it holds {out / '.musilingo-train.lock'}); "
+                    "wait for it to finish or choose another --out"
+                ) from None
+            tag, warnings = resume_plan(out, config.resume, dist_info.world)
+            for warning in warnings:
+                stderr.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
+            outcome = ("ok", tag)
+        except MusilingoError as err:
+            outcome = ("error", err)
+        except OSError as err:
+            outcome = ("error", ConfigError(f"{out}: cannot use this run folder ({err.strerror or err})"))
+    outcome = _from_rank0(outcome, dist_info)
+    if outcome[0] == "error":
+        if lock is not None:
+            lock.release()
+        raise outcome[1]
+    return lock, outcome[1]
+
+
+def _run(config: TrainConfig, dist_info, out: Path, tag: str | None) -> TrainResult:
+    rank0 = dist_info.rank == 0
     _seed_everything(config.seed + dist_info.rank)
 
     if not config.data:
@@ -70,7 +108,7 @@ def run(config: TrainConfig) -> TrainResult:
     engine = _engine(config, model, dist_info)
     _seed_everything(config.seed + dist_info.rank)  # training randomness does not depend on cache hits
     order = DataOrder(len(examples), config.micro_batch, dist_info.rank, dist_info.world, config.seed)
-    step = _resume(engine, order, out, config, rank0) if config.resume else 0
+    step = _resume(engine, order, out, tag, rank0) if tag else 0
 
     logger = _Logger(out, config, rank0, step)
     if rank0:

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from musilingo_cli.core.console import progress, stderr
-from musilingo_cli.core.journal import Journal, read_jsonl, rewrite_jsonl
+from musilingo_cli.core.journal import Journal, atomic_path, read_jsonl, rewrite_jsonl
 from musilingo_cli.pipelines.train.config import TrainConfig
 
 
@@ -76,6 +76,7 @@ class _Logger:
         ax.set(xlabel="optimizer step", ylabel="loss", title="musilingo train")
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        fig.savefig(self.path.with_name("loss.png"), dpi=120)
+        with atomic_path(self.path.with_name("loss.png")) as tmp:
+            fig.savefig(tmp, dpi=120, format="png")
         plt.close(fig)
         return self.path.with_name("loss.png")

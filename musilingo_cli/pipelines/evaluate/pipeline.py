@@ -15,6 +15,8 @@ from pathlib import Path
 from musilingo_cli.core.errors import ConfigError, DataError
 from musilingo_cli.pipelines.evaluate import metrics
 from musilingo_cli.pipelines.evaluate.answering import answer_items
+from musilingo_cli.pipelines.evaluate.choice import ChoiceReport, run_choice
+from musilingo_cli.pipelines.evaluate.choice_data import CHOICE_SPLITS
 from musilingo_cli.pipelines.evaluate.config import (
     FORMATS,
     SHOWN,
@@ -44,8 +46,8 @@ def _check(config: EvalConfig) -> None:
         raise ConfigError(f"unknown --profile {config.profile!r}; choose {' or '.join(metrics.PROFILES)}")
     if config.format not in FORMATS:
         raise ConfigError(f"unknown --format {config.format!r}; choose one of {', '.join(FORMATS)}")
-    if config.split is not None and config.split not in SPLITS:
-        raise ConfigError(f"unknown --split {config.split!r}; choose one of {', '.join(SPLITS)}")
+    if config.split is not None and config.split not in SPLITS and config.split not in CHOICE_SPLITS:
+        raise ConfigError(f"unknown --split {config.split!r}; choose one of {', '.join(SPLITS + tuple(CHOICE_SPLITS))}")
     if not config.predictions and not _answers_split(config):
         raise ConfigError(
             "give --predictions FILE..., or --split with --model and --audio-dir to answer the split first"
@@ -58,9 +60,15 @@ def _check(config: EvalConfig) -> None:
         raise ConfigError(f"--bertscore-model {config.bertscore_model} needs --bertscore-layers N")
 
 
-def run(config: EvalConfig) -> EvalReport:
-    """Answer the split if asked, score every predictions file, write per-item scores and --output."""
+def run(config: EvalConfig) -> EvalReport | ChoiceReport:
+    """Answer the split if asked, score every predictions file, write per-item scores and --output.
+
+    Multiple-choice splits (muchomusic, mmau[-music], mmar[-music]) return a ChoiceReport (choice.py)."""
     _check(config)
+    if config.split in CHOICE_SPLITS:
+        report = run_choice(config, _answers_split(config))
+        _write_output(report, config)
+        return report
     references = None
     if config.references is not None:
         references = read_references(config.references, config.reference_field, config.split)
@@ -78,10 +86,14 @@ def run(config: EvalConfig) -> EvalReport:
     floors: dict[tuple, tuple[dict, list[str]]] = {}
     systems = [_score_file(path, references, config, bert, train, floors) for path in predictions]
     report = EvalReport(config.profile, systems, metrics.library_versions(), _data_sources(config), config.seed)
+    _write_output(report, config)
+    return report
+
+
+def _write_output(report, config: EvalConfig) -> None:
     if config.output is not None:
         fmt = "markdown" if config.format == "table" else config.format
         config.output.write_text(render_text(report, fmt), encoding="utf-8")
-    return report
 
 
 def _data_sources(config: EvalConfig) -> dict[str, str]:

@@ -216,6 +216,7 @@ def test_muchomusic_manifest_asks_the_prepared_prompt_and_finds_audio(tmp_path):
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     from model_helpers import build_model
+
     from musilingo_cli.model.checkpoint import save_checkpoint
 
     tmp = tmp_path_factory.mktemp("evalchoice")
@@ -257,3 +258,15 @@ def test_model_answers_the_split_through_ask(tmp_path, checkpoint):
     assert system["n"] == 4 and system["no_output"] == 1 and system["unanswered"] >= 1
     assert "Options:" in system["prompt"]
     assert system["correct"] + system["unanswered"] <= 4
+
+
+def test_plot_of_a_choice_report_is_written(tmp_path):
+    path = tmp_path / "out.json"
+    path.write_text(json.dumps(_mmau_records()))
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps([{**r, "model_output": r["answer"]} for r in _mmau_records()]))
+    png = tmp_path / "acc.png"
+    report = _eval("--split", "mmau-music", "--predictions", path, other, "--prediction-field", "model_output",
+                   "--plot", png)
+    assert [s["accuracy"] for s in report] == [0.5, 1.0]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000

@@ -38,6 +38,12 @@ def command(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the results to this file (markdown for 'table')."),
     per_item: Optional[Path] = typer.Option(None, "--per-item", help="Per-item scores JSONL (default: <predictions>.scores.jsonl beside each file)."),
     no_per_item: bool = typer.Option(False, "--no-per-item", help="Do not write per-item scores."),
+    plot: Optional[Path] = typer.Option(
+        None,
+        "--plot",
+        metavar="FILE.png",
+        help="Also draw the results: main metrics against the floor, or accuracy per category against the baselines.",
+    ),
 ) -> None:
     """Score answers with BLEU-1..4, METEOR, ROUGE-L and BERTScore under a named profile, with a floor."""
     from musilingo_cli.pipelines import evaluate
@@ -49,7 +55,7 @@ def command(
         reference_field=reference_field, bertscore=not no_bertscore, bertscore_model=bertscore_model,
         bertscore_layers=bertscore_layers, bertscore_batch_size=bertscore_batch_size, floor=not no_floor,
         seed=seed, train_captions=train_captions, format=format, output=output, per_item=per_item,
-        write_per_item=not no_per_item,
+        write_per_item=not no_per_item, plot=plot,
         ask_options={"encoder": encoder, "llm": llm, "preset": preset, "max_new_tokens": max_new_tokens,
                      "device": device, "dtype": dtype, "batch_size": batch_size, "seed": seed},
     )

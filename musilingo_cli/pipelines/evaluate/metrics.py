@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+from musilingo_cli.pipelines.evaluate import metric_engine
+
 PROFILES = ("standard", "musilingo-paper")
 METRIC_KEYS = (
     "bleu1", "bleu2", "bleu3", "bleu4", "bleu_mean", "meteor", "rouge_l",
@@ -121,18 +123,20 @@ def char_sentence_bleu(reference: str, prediction: str, weights=(0.25, 0.25, 0.2
 
 
 def meteor_scores(predictions: list[str], references: list[str], tokenizer: str) -> list[float]:
-    """NLTK METEOR per item (alpha 0.9, beta 3, gamma 0.5, WordNet) on `word_tokenize` or `wordpunct` tokens."""
+    """NLTK METEOR per item (alpha 0.9, beta 3, gamma 0.5, WordNet) on `word_tokenize` or `wordpunct` tokens.
+
+    The plain loop, kept as the reference the fast path (metric_engine) is tested against."""
     from nltk.translate.meteor_score import meteor_score
 
-    from musilingo_cli.pipelines.evaluate.nltk_data import ensure_punkt, ensure_wordnet
+    from musilingo_cli.pipelines.evaluate.nltk_data import ensure_punkt, wordnet_reader
 
-    ensure_wordnet()
+    wordnet = wordnet_reader()
     if tokenizer == "word_tokenize":
         ensure_punkt()
         from nltk import word_tokenize as tokenize
     else:
         from nltk.tokenize import wordpunct_tokenize as tokenize
-    return [float(meteor_score([tokenize(r)], tokenize(p))) for p, r in zip(predictions, references)]
+    return [float(meteor_score([tokenize(r)], tokenize(p), wordnet=wordnet)) for p, r in zip(predictions, references)]
 
 
 def rouge_l_scores(predictions: list[str], references: list[str], *, stemmer: bool, part: str) -> list[float]:
@@ -205,50 +209,45 @@ def score(
     bert: BertScoreSpec | None = None,
 ) -> MetricResult:
     """All metrics of `profile` for aligned predictions/references; `bert=None` skips BERTScore."""
+    return score_rows([predictions], references, profile, bert)[0]
+
+
+def score_rows(
+    rows: list[list[str]],
+    references: list[str],
+    profile: str = "standard",
+    bert: BertScoreSpec | None = None,
+    workers: int | None = None,
+) -> list[MetricResult]:
+    """`score` for several rows of predictions against the same references (the model's answers and
+    the floor) in one pass, on all cores (`workers`); numbers identical to scoring each row alone
+    with the plain loop (metric_engine.py says how)."""
     if profile not in PROFILES:
         from musilingo_cli.core.errors import ConfigError
 
         raise ConfigError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
-    if len(predictions) != len(references):
-        raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
-    scores: dict[str, float | None] = dict.fromkeys(METRIC_KEYS)
-    per_item: list[dict[str, float]] = [{} for _ in predictions]
-    result = MetricResult(scores, per_item)
-    if profile == "standard":
-        _standard(predictions, references, result)
-    else:
-        _paper(predictions, references, result)
-    if bert is None:
-        result.notes.append("BERTScore skipped: --no-bertscore")
-    else:
-        _add_bertscore(predictions, references, bert, result)
-    return result
+    results = []
+    for predictions, (text, items) in zip(rows, metric_engine.text_scores(rows, references, profile, workers)):
+        scores: dict[str, float | None] = dict.fromkeys(METRIC_KEYS)
+        scores.update(text)
+        result = MetricResult(scores, items)
+        result.signatures["bleu"] = (
+            sacrebleu_signature()
+            if profile == "standard"
+            else "nltk sentence_bleu on characters, default weights, no smoothing, macro mean"
+        )
+        if bert is None:
+            result.notes.append("BERTScore skipped: --no-bertscore")
+        else:
+            _add_bertscore(predictions, references, bert, result)
+        results.append(result)
+    return results
 
 
 def _put(result: MetricResult, key: str, values: list[float]) -> None:
     result.scores[key] = _mean(values)
     for item, value in zip(result.per_item, values):
         item[key] = value
-
-
-def _standard(predictions: list[str], references: list[str], result: MetricResult) -> None:
-    if predictions:
-        bleus = [corpus_bleu(predictions, references, n) for n in (1, 2, 3, 4)]
-        for n, value in enumerate(bleus, start=1):
-            result.scores[f"bleu{n}"] = value
-        result.scores["bleu_mean"] = math.fsum(bleus) / 4
-    result.signatures["bleu"] = sacrebleu_signature()
-    _put(result, "meteor", meteor_scores(predictions, references, "word_tokenize"))
-    _put(result, "rouge_l", rouge_l_scores(predictions, references, stemmer=False, part="fmeasure"))
-
-
-def _paper(predictions: list[str], references: list[str], result: MetricResult) -> None:
-    pairs = list(zip(references, predictions))
-    _put(result, "bleu_mean", [char_sentence_bleu(r, p) for r, p in pairs])
-    _put(result, "bleu4", [char_sentence_bleu(r, p, (0.0, 0.0, 0.0, 1.0)) for r, p in pairs])
-    result.signatures["bleu"] = "nltk sentence_bleu on characters, default weights, no smoothing, macro mean"
-    _put(result, "meteor", meteor_scores(predictions, references, "wordpunct"))
-    _put(result, "rouge_l", rouge_l_scores(predictions, references, stemmer=True, part="recall"))
 
 
 def _add_bertscore(predictions: list[str], references: list[str], spec: BertScoreSpec, result: MetricResult) -> None:

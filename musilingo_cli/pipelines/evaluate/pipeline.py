@@ -91,6 +91,10 @@ def run(config: EvalConfig) -> EvalReport | ChoiceReport:
 
 
 def _write_output(report, config: EvalConfig) -> None:
+    if config.plot is not None:
+        from musilingo_cli.pipelines.evaluate.plot import write_plot  # lazy: matplotlib only with --plot
+
+        write_plot(report, config.plot)
     if config.output is not None:
         fmt = "markdown" if config.format == "table" else config.format
         config.output.write_text(render_text(report, fmt), encoding="utf-8")
@@ -117,27 +121,31 @@ def _score_file(path: Path, references: list[EvalItem] | None, config: EvalConfi
             f"{len(empty_refs)} references are empty, e.g. {', '.join(empty_refs[:SHOWN])}; fix the references file"
         )
     answers = [p.answer for p in preds]
-    result = metrics.score(answers, refs, config.profile, bert)
+    floor, floor_refs, fallback = None, None, 0
+    if config.floor and len(preds) > 1:
+        questions = [r.question or "" for r in paired]
+        key = (tuple(questions), tuple(refs))
+        if key in floors:
+            result = metrics.score(answers, refs, config.profile, bert)
+        else:  # the model's row and the floor in one pass (shared tokenisation, all cores)
+            floor_refs, fallback = floor_references(questions, refs, config.seed)
+            result, floor_result = metrics.score_rows([answers, floor_refs], refs, config.profile, bert)
+            floors[key] = (floor_result.scores, floor_refs, fallback)
+        floor, floor_refs, fallback = floors[key]
+    else:
+        result = metrics.score(answers, refs, config.profile, bert)
     counts = {
         "n": len(preds),
         "empty": sum(1 for p in preds if not p.failed and not p.answer.strip()),
         "failed": sum(1 for p in preds if p.failed),
         "unanswered": unanswered,
-        "floor_fallback": 0,
+        "floor_fallback": fallback,
     }
     notes = list(result.notes)
     if counts["failed"]:
         notes.append(f"{counts['failed']} answers failed in ask and are scored as empty answers")
     if unanswered:
         notes.append(f"{unanswered} references have no answer in this file and are not scored")
-    floor, floor_refs = None, None
-    if config.floor and len(preds) > 1:
-        questions = [r.question or "" for r in paired]
-        key = (tuple(questions), tuple(refs))
-        if key not in floors:
-            floor_refs, fallback = floor_references(questions, refs, config.seed)
-            floors[key] = (metrics.score(floor_refs, refs, config.profile, bert).scores, floor_refs, fallback)
-        floor, floor_refs, counts["floor_fallback"] = floors[key]
     per_item_path = _write_per_item(path, preds, refs, result, floor_refs, config)
     return SystemResult(
         path.stem,

@@ -101,7 +101,8 @@ class _WordNet:
             if found is None:
                 found = self._table[word] = synonym_names(self._reader, word)
             names = self._sets[word] = frozenset(found)
-        return [_Synonyms(tuple(names & self._reference))]
+        found_here = names & self._reference
+        return [_Synonyms(tuple(found_here))] if found_here else []  # no synset: the same empty union
 
 
 # Library imports stay inside functions: `musilingo --help` must not import nltk or sacrebleu.
@@ -109,12 +110,33 @@ class _WordNet:
 _JOB: dict = {}
 
 
+def _word_tokenize():
+    """NLTK's `word_tokenize` (english, preserve_line=False) as its source defines it: punkt sentences,
+    then the Treebank tokenizer per sentence, with the Treebank step memoised per sentence (MusicCaps
+    captions repeat about one sentence in eight)."""
+    from nltk.tokenize import _treebank_word_tokenizer, sent_tokenize
+
+    ensure_punkt()
+    memo: dict[str, list[str]] = {}
+
+    def treebank(sentence: str) -> list[str]:
+        try:
+            return memo[sentence]
+        except KeyError:
+            value = memo[sentence] = _treebank_word_tokenizer.tokenize(sentence)
+            return value
+
+    def tokenize(text: str) -> list[str]:
+        return [token for sentence in sent_tokenize(text, "english") for token in treebank(sentence)]
+
+    return tokenize
+
+
 def _tokenizers(profile: str):
     from rouge_score import rouge_scorer
 
     if profile == "standard":
-        ensure_punkt()
-        from nltk import word_tokenize as meteor_tok
+        meteor_tok = _word_tokenize()
     else:
         from nltk.tokenize import wordpunct_tokenize as meteor_tok
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=profile != "standard")

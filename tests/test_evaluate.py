@@ -244,3 +244,14 @@ def test_split_file_without_test_items_is_one_line_error(tmp_path):
     with pytest.raises(DataError, match="no test items") as err:
         load_split_items("mi-short", mi)
     assert "\n" not in str(err.value)
+
+
+def test_cli_plot_of_caption_scores_against_the_floor(tmp_path, wordnet):
+    refs = musicqa_json(tmp_path / "EvalMusicQA.json")
+    a = _answers(tmp_path / "a.jsonl", ["The audio is rock."] * len(MUSICQA_EXCERPT))
+    b = _answers(tmp_path / "b.jsonl", ["A slow piano piece."] * len(MUSICQA_EXCERPT))
+    png = tmp_path / "scores.png"
+    result = runner.invoke(app, ["eval", "-p", str(a), str(b), "--references", str(refs), "--no-bertscore",
+                                 "--no-per-item", "--format", "json", "--plot", str(png)])
+    assert result.exit_code == 0, result.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000

@@ -168,10 +168,14 @@ def test_profile_labels_name_the_definition():
 # ---------------------------------------------------------------- offline NLTK data
 
 
-def test_wordnet_built_from_debian_loads(wordnet):
+def test_wordnet_built_from_debian_loads(wordnet, tmp_path):
     from nltk.corpus import wordnet as wn
 
-    assert wordnet.startswith("debian wordnet-base")
+    from musilingo_cli.pipelines.evaluate import nltk_data
+
+    # the route itself, into a fresh cache (the process may have loaded WordNet already: it loads once)
+    route = nltk_data.locate_wordnet(tmp_path, search_normal_paths=False, allow_download=False)
+    assert route.startswith("debian wordnet-base")
     assert wn.get_version() == "3.0"
     assert wn.synset("dog.n.01").lexname() == "noun.animal"
     assert wn.morphy("guitars") == "guitar"

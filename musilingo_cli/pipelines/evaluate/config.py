@@ -57,6 +57,7 @@ class EvalConfig:
     per_item: Path | None = None
     write_per_item: bool = True
     hub_cache_dir: Path | None = None
+    plot: Path | None = None  # --plot FILE.png (plot.py)
 
 
 @dataclass

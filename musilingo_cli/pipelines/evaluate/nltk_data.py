@@ -174,11 +174,36 @@ def _add_path(root: Path) -> None:
         nltk.data.path.insert(0, str(root))
 
 
-def _load_wordnet() -> None:
-    """Force the lazy corpus to load now (about 6 s), so failures surface here, once."""
-    from nltk.corpus import wordnet
+_reader = None  # the loaded reader (wordnet_reader)
 
-    wordnet.ensure_loaded()
+
+def _load_wordnet() -> None:
+    """Load WordNet now, so failures surface here, once (see wordnet_reader)."""
+    global _reader
+    import warnings
+
+    import nltk
+    from nltk.corpus.reader.wordnet import WordNetCorpusReader
+
+    class EnglishWordNet(WordNetCorpusReader):
+        """NLTK's reader minus the WordNet-3.0-to-3.0 offset map that NLTK 3.9 builds on every load
+        for the multilingual OMW data (more than half of the load time); English lookups, all
+        METEOR does, never read it."""
+
+        def map_wn(self, version="wordnet"):
+            return None
+
+    root = nltk.data.find("corpora/wordnet")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "multilingual functions are not available": not used
+        _reader = EnglishWordNet(root, None)
+
+
+def wordnet_reader():
+    """The loaded English WordNet reader METEOR uses (ensure_wordnet first; DataError if none)."""
+    if _reader is None:
+        ensure_wordnet()
+    return _reader
 
 
 def _try_normal_paths() -> bool:
@@ -235,7 +260,7 @@ def ensure_wordnet(cache_root: Path | None = None, **routes: Any) -> str:
 
     Order: NLTK's normal paths, a complete cache, Debian's wordnet-base copied into the cache,
     nltk.download, else DataError (`routes` switch single routes off, see locate_wordnet).
-    Loads once per process: the first call costs about 6 s.
+    Loads once per process (wordnet_reader): the first call costs a few seconds.
     """
     global _wordnet_source
     if _wordnet_source is not None:

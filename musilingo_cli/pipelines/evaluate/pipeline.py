@@ -15,6 +15,8 @@ from pathlib import Path
 from musilingo_cli.core.errors import ConfigError, DataError
 from musilingo_cli.pipelines.evaluate import metrics
 from musilingo_cli.pipelines.evaluate.answering import answer_items
+from musilingo_cli.pipelines.evaluate.choice import ChoiceReport, run_choice
+from musilingo_cli.pipelines.evaluate.choice_data import CHOICE_SPLITS
 from musilingo_cli.pipelines.evaluate.config import (
     FORMATS,
     SHOWN,
@@ -44,8 +46,8 @@ def _check(config: EvalConfig) -> None:
         raise ConfigError(f"unknown --profile {config.profile!r}; choose {' or '.join(metrics.PROFILES)}")
     if config.format not in FORMATS:
         raise ConfigError(f"unknown --format {config.format!r}; choose one of {', '.join(FORMATS)}")
-    if config.split is not None and config.split not in SPLITS:
-        raise ConfigError(f"unknown --split {config.split!r}; choose one of {', '.join(SPLITS)}")
+    if config.split is not None and config.split not in SPLITS and config.split not in CHOICE_SPLITS:
+        raise ConfigError(f"unknown --split {config.split!r}; choose one of {', '.join(SPLITS + tuple(CHOICE_SPLITS))}")
     if not config.predictions and not _answers_split(config):
         raise ConfigError(
             "give --predictions FILE..., or --split with --model and --audio-dir to answer the split first"
@@ -58,9 +60,15 @@ def _check(config: EvalConfig) -> None:
         raise ConfigError(f"--bertscore-model {config.bertscore_model} needs --bertscore-layers N")
 
 
-def run(config: EvalConfig) -> EvalReport:
-    """Answer the split if asked, score every predictions file, write per-item scores and --output."""
+def run(config: EvalConfig) -> EvalReport | ChoiceReport:
+    """Answer the split if asked, score every predictions file, write per-item scores and --output.
+
+    Multiple-choice splits (muchomusic, mmau[-music], mmar[-music]) return a ChoiceReport (choice.py)."""
     _check(config)
+    if config.split in CHOICE_SPLITS:
+        report = run_choice(config, _answers_split(config))
+        _write_output(report, config)
+        return report
     references = None
     if config.references is not None:
         references = read_references(config.references, config.reference_field, config.split)
@@ -78,13 +86,21 @@ def run(config: EvalConfig) -> EvalReport:
     floors: dict[tuple, tuple[dict, list[str]]] = {}
     systems = [_score_file(path, references, config, bert, train, floors) for path in predictions]
     report = EvalReport(config.profile, systems, metrics.library_versions(), _data_sources(config), config.seed)
+    _write_output(report, config)
+    return report
+
+
+def _write_output(report, config: EvalConfig) -> None:
+    if config.plot is not None:
+        from musilingo_cli.pipelines.evaluate.plot import write_plot  # lazy: matplotlib only with --plot
+
+        write_plot(report, config.plot)
     if config.output is not None:
         fmt = "markdown" if config.format == "table" else config.format
         try:
             config.output.write_text(render_text(report, fmt), encoding="utf-8")
         except OSError as err:  # the scores are computed: the caller still shows them, then says so
             report.unwritten_output = f"{config.output} ({err.strerror or type(err).__name__})"
-    return report
 
 
 def _data_sources(config: EvalConfig) -> dict[str, str]:
@@ -108,27 +124,31 @@ def _score_file(path: Path, references: list[EvalItem] | None, config: EvalConfi
             f"{len(empty_refs)} references are empty, e.g. {', '.join(empty_refs[:SHOWN])}; fix the references file"
         )
     answers = [p.answer for p in preds]
-    result = metrics.score(answers, refs, config.profile, bert)
+    floor, floor_refs, fallback = None, None, 0
+    if config.floor and len(preds) > 1:
+        questions = [r.question or "" for r in paired]
+        key = (tuple(questions), tuple(refs))
+        if key in floors:
+            result = metrics.score(answers, refs, config.profile, bert)
+        else:  # the model's row and the floor in one pass (shared tokenisation, all cores)
+            floor_refs, fallback = floor_references(questions, refs, config.seed)
+            result, floor_result = metrics.score_rows([answers, floor_refs], refs, config.profile, bert)
+            floors[key] = (floor_result.scores, floor_refs, fallback)
+        floor, floor_refs, fallback = floors[key]
+    else:
+        result = metrics.score(answers, refs, config.profile, bert)
     counts = {
         "n": len(preds),
         "empty": sum(1 for p in preds if not p.failed and not p.answer.strip()),
         "failed": sum(1 for p in preds if p.failed),
         "unanswered": unanswered,
-        "floor_fallback": 0,
+        "floor_fallback": fallback,
     }
     notes = list(result.notes)
     if counts["failed"]:
         notes.append(f"{counts['failed']} answers failed in ask and are scored as empty answers")
     if unanswered:
         notes.append(f"{unanswered} references have no answer in this file and are not scored")
-    floor, floor_refs = None, None
-    if config.floor and len(preds) > 1:
-        questions = [r.question or "" for r in paired]
-        key = (tuple(questions), tuple(refs))
-        if key not in floors:
-            floor_refs, fallback = floor_references(questions, refs, config.seed)
-            floors[key] = (metrics.score(floor_refs, refs, config.profile, bert).scores, floor_refs, fallback)
-        floor, floor_refs, counts["floor_fallback"] = floors[key]
     per_item_path = _write_per_item(path, preds, refs, result, floor_refs, config)
     return SystemResult(
         path.stem,

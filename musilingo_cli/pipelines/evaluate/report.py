@@ -8,7 +8,8 @@ import io
 import json
 from typing import Any
 
-from musilingo_cli.pipelines.evaluate import metrics
+from musilingo_cli.pipelines.evaluate import choice_report, metrics
+from musilingo_cli.pipelines.evaluate.choice import ChoiceReport
 from musilingo_cli.pipelines.evaluate.config import EvalReport
 
 STAT_ROWS = (
@@ -91,6 +92,9 @@ def rich_table(report: EvalReport):
     """A rich Table for stdout, titled with the profile and captioned with signatures and versions."""
     from rich.table import Table
 
+    if isinstance(report, ChoiceReport):
+        return choice_report.rich_table(report)
+
     header, rows = table_rows(report)
     table = Table(
         title=f"musilingo eval - profile {report.profile}",
@@ -130,6 +134,8 @@ def report_json(report: EvalReport) -> list[dict[str, Any]]:
 
 def render_text(report: EvalReport, fmt: str) -> str:
     """The report as markdown, csv or json text."""
+    if isinstance(report, ChoiceReport):
+        return choice_report.render_text(report, fmt)
     if fmt == "json":
         return json.dumps(report_json(report), indent=2, ensure_ascii=False) + "\n"
     header, rows = table_rows(report)

@@ -1,0 +1,101 @@
+"""The fast metric path (metric_engine) gives exactly the plain loop's numbers: the same floats,
+item by item, for both profiles, in-process and across forked workers."""
+
+import csv
+import random
+from pathlib import Path
+
+import pytest
+from eval_helpers import wordnet  # noqa: F401  (fixture)
+
+from musilingo_cli.pipelines.evaluate import metric_engine, metrics
+
+CAPTIONS = [
+    row["caption"]
+    for row in csv.DictReader((Path(__file__).parent / "data" / "musiccaps_excerpt.csv").open(encoding="utf-8"))
+]
+
+
+def _rows():
+    refs = CAPTIONS[:16]
+    preds = refs[1:] + refs[:1]
+    preds[3], preds[5], preds[8] = "", "Yes", refs[8]  # empty, one word, identical
+    floor = refs[7:] + refs[:7]
+    return [preds, floor], refs
+
+
+_PLAIN: dict = {}
+
+
+def _plain(preds, refs, profile):
+    key = (tuple(preds), profile)
+    if key not in _PLAIN:
+        _PLAIN[key] = _compute_plain(preds, refs, profile)
+    return _PLAIN[key]
+
+
+def _compute_plain(preds, refs, profile):
+    if profile == "standard":
+        bleu = {f"bleu{n}": metrics.corpus_bleu(preds, refs, n) for n in (1, 2, 3, 4)}
+        meteor = metrics.meteor_scores(preds, refs, "word_tokenize")
+        rouge = metrics.rouge_l_scores(preds, refs, stemmer=False, part="fmeasure")
+        return bleu, [{"meteor": m, "rouge_l": r} for m, r in zip(meteor, rouge)]
+    meteor = metrics.meteor_scores(preds, refs, "wordpunct")
+    rouge = metrics.rouge_l_scores(preds, refs, stemmer=True, part="recall")
+    items = [
+        {
+            "bleu_mean": metrics.char_sentence_bleu(r, p),
+            "bleu4": metrics.char_sentence_bleu(r, p, (0.0, 0.0, 0.0, 1.0)),
+            "meteor": m,
+            "rouge_l": rl,
+        }
+        for p, r, m, rl in zip(preds, refs, meteor, rouge)
+    ]
+    return {}, items
+
+
+@pytest.mark.parametrize("profile", ["standard", "musilingo-paper"])
+@pytest.mark.parametrize("workers", [1, 2])
+def test_engine_equals_plain_loop_exactly(profile, workers, wordnet, monkeypatch):
+    monkeypatch.setattr(metric_engine, "MIN_PARALLEL", 2)  # so that workers=2 really forks on 32 pairs
+    rows, refs = _rows()
+    results = metric_engine.text_scores(rows, refs, profile, workers=workers)
+    for row, (scores, items) in zip(rows, results):
+        corpus, plain_items = _plain(row, refs, profile)
+        assert items == plain_items  # every per-item float identical
+        for key, value in corpus.items():
+            assert scores[key] == value
+        assert scores["meteor"] == metrics._mean([i["meteor"] for i in plain_items])
+
+
+def test_score_rows_equals_scoring_each_row_alone(wordnet, monkeypatch):
+    monkeypatch.setattr(metric_engine, "MIN_PARALLEL", 2)
+    rows, refs = _rows()
+    together = metrics.score_rows(rows, refs, "standard", workers=2)
+    alone = [metrics.score_rows([row], refs, "standard", workers=1)[0] for row in rows]
+    assert [r.scores for r in together] == [r.scores for r in alone]
+    assert [r.per_item for r in together] == [r.per_item for r in alone]
+
+
+def test_lcs_length_matches_rouge_score_table():
+    from rouge_score.rouge_scorer import _lcs_table
+
+    rng = random.Random(0)
+    for _ in range(500):
+        a = [rng.choice("abcde") for _ in range(rng.randrange(1, 40))]
+        b = [rng.choice("abcdef") for _ in range(rng.randrange(1, 40))]
+        assert metric_engine.lcs_length(a, b) == _lcs_table(a, b)[-1][-1]
+    assert metric_engine.lcs_length(list("abcbdab"), list("bdcaba")) == 4  # the textbook example
+
+
+@pytest.mark.parametrize(
+    "reference, prediction",
+    [("", ""), ("abc", "a"), ("a", "abc"), ("abcd", "abcd"), ("xyz", "abc"), ("Yes, it is", "Yes"), ("ab", "ab")],
+)
+def test_char_bleu_matches_nltk_on_edge_cases(reference, prediction):
+    grams = metric_engine._CharGrams()
+    expected = (
+        metrics.char_sentence_bleu(reference, prediction),
+        metrics.char_sentence_bleu(reference, prediction, (0.0, 0.0, 0.0, 1.0)),
+    )
+    assert metric_engine.char_bleu(reference, prediction, grams) == expected

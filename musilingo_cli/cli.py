@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Optional
 
 import typer
 
@@ -61,8 +62,17 @@ def _root(
         help="Show tracebacks and the libraries' loading bars and warnings (also: MUSILINGO_DEBUG=1). "
         "Accepted anywhere on the line.",
     ),
+    local_rank: Optional[int] = typer.Option(
+        None,
+        "--local_rank",
+        "--local-rank",
+        hidden=True,
+        help="Set by the deepspeed launcher (`deepspeed --module musilingo_cli train ...`), before the subcommand.",
+    ),
 ) -> None:
     """Music captioning and question answering from raw audio (MusiLingo reproduced)."""
+    if local_rank is not None:  # the launcher also sets LOCAL_RANK in most versions; the flag wins only if not
+        os.environ.setdefault("LOCAL_RANK", str(local_rank))
 
 
 def verbose_first(args: list[str]) -> tuple[list[str], bool]:

@@ -13,7 +13,9 @@ the libraries' loading bars and warnings on stderr.
 from __future__ import annotations
 
 import os
+import pickle
 import sys
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -103,6 +105,33 @@ def _usage_error(err: typer.TyperException, args: list[str]) -> int:
     return getattr(err, "exit_code", 2)
 
 
+_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".safetensors")
+
+
+def weights_file_in_traceback(err: BaseException) -> str | None:
+    """The weights file a loader was reading when `err` was raised: the innermost frame's local that
+    names an existing file with a weights suffix (libraries do not put it in the message)."""
+    frames = []
+    tb = err.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    for frame in reversed(frames):
+        for value in frame.f_locals.values():
+            if isinstance(value, (str, Path)) and str(value).endswith(_WEIGHT_SUFFIXES) and Path(value).is_file():
+                return str(value)
+    return None
+
+
+def refused_pickle_message(path: str | None) -> str:
+    """One line for a weights pickle that holds more than tensors."""
+    where = path or "a weights file"
+    return (
+        f"{where}: refused: this pickle holds more than tensors, and musilingo never runs code from a weights file "
+        "(torch.load weights_only=True); use the model's .safetensors weights, or convert a copy you trust"
+    )
+
+
 def _one_line(text: str) -> None:
     from rich.markup import escape
 
@@ -140,6 +169,11 @@ def main(argv: list[str] | None = None) -> None:
         if verbose or message is None:
             raise
         _one_line(message)
+        sys.exit(1)
+    except pickle.UnpicklingError as err:  # torch.load(weights_only=True) refused a pickle in a model folder
+        if verbose:
+            raise
+        _one_line(refused_pickle_message(weights_file_in_traceback(err)))
         sys.exit(1)
     except OSError as err:  # a read-only folder, a folder where a file goes, a full disk
         if verbose:

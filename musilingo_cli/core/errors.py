@@ -83,6 +83,18 @@ def missing_module_message(err: ModuleNotFoundError) -> str | None:
     return f"{root} is not installed; it comes with the optional '{extra}' dependencies: {install_hint(extra)}"
 
 
+def csv_error(path, line: int, err: Exception) -> DataError:
+    """A DataError for a row Python's csv module cannot read, with the likely fix: an over-long
+    field (csv's 128 KB limit) is nearly always a quote that never closes."""
+    reason = str(err)
+    if "field larger than field limit" in reason:
+        return DataError(
+            f"{path}:{line}: a field is longer than csv's limit of 128 KB; usually a quote (\") opens a field and "
+            "never closes: fix the quoting, or shorten the field"
+        )
+    return DataError(f"{path}:{line}: unreadable CSV row ({reason}); check the quoting and the delimiter")
+
+
 def os_error_message(err: OSError) -> str:
     """One line for a file-system refusal: the file, the reason, and what to do about it."""
     import errno

@@ -43,6 +43,7 @@ def is_checkpoint(path: str | Path) -> bool:
 
 def read_checkpoint(directory: str | Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
     """Our format -> (config, adapter state)."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     directory = Path(directory)
@@ -54,7 +55,14 @@ def read_checkpoint(directory: str | Path) -> tuple[ModelConfig, dict[str, torch
         value = body.get(part)
         if value and not Path(value).is_absolute() and (directory / value).is_dir():
             body[part] = str(directory / value)
-    return ModelConfig.from_dict(body), load_file(directory / ADAPTER_FILE)
+    try:
+        state = load_file(directory / ADAPTER_FILE)
+    except SafetensorError as err:  # a pickle or anything else renamed .safetensors, a cut-off file
+        raise CheckpointError(
+            f"{directory / ADAPTER_FILE}: not a safetensors file ({str(err).splitlines()[0]}); "
+            "copy the checkpoint again, or write it with `musilingo train`"
+        ) from None
+    return ModelConfig.from_dict(body), state
 
 
 def read_official_pth(path: str | Path) -> dict[str, torch.Tensor]:

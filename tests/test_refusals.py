@@ -1,0 +1,106 @@
+"""Files we rightly refuse, through the installed console script: each refusal is one line on
+stderr that names the file and the fix, with a non-zero exit, and no code in a pickle ever runs.
+Real files: tiny real models, real pickles, real CSV and JSONL written here."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+from pathlib import Path
+
+import pytest
+from audio_helpers import write_music
+from test_cli_script import musilingo
+from train_helpers import make_parts
+
+
+class _RunsCode:
+    """Unpickling this calls print(): what a booby-trapped weights file would do."""
+
+    def __reduce__(self):
+        return (print, ("CODE FROM THE PICKLE RAN",))
+
+
+def _trap(path: Path) -> Path:
+    path.write_bytes(pickle.dumps({"weight": _RunsCode()}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("refusals")
+    llm, mert = make_parts(root)
+    write_music(root / "song.wav", 1.0, 16000)
+    return {"root": root, "llm": llm, "mert": mert, "song": root / "song.wav"}
+
+
+def _one_line_naming(done, name: str, *words: str) -> str:
+    assert done.returncode != 0, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in done.stderr, done.stderr  # warnings may come before it
+    assert done.stderr.rstrip().endswith(errors[0])
+    assert name in errors[0] and all(w in errors[0] for w in words), errors[0]
+    assert "CODE FROM THE PICKLE RAN" not in done.stdout + done.stderr
+    return errors[0]
+
+
+@pytest.mark.parametrize("part", ["mert", "llm"])
+def test_a_pickle_with_code_in_an_encoder_or_llm_folder(parts, tmp_path, part):
+    folder = tmp_path / part
+    shutil.copytree(parts[part], folder)
+    for weights in folder.glob("*.safetensors"):
+        weights.unlink()
+    trap = _trap(folder / "pytorch_model.bin")
+    args = {"encoder": parts["mert"], "llm": parts["llm"], part if part == "llm" else "encoder": folder}
+    done = musilingo(
+        "ask", str(parts["song"]), "What genre?", "--encoder", str(args["encoder"]), "--llm", str(args["llm"])
+    )
+    _one_line_naming(done, str(trap), "refused", "safetensors")
+
+
+def test_a_pickle_renamed_adapter_safetensors(parts, tmp_path):
+    import torch
+
+    from musilingo_cli.model.checkpoint import save_checkpoint
+    from musilingo_cli.model.config import ModelConfig
+
+    config = ModelConfig.for_stage("finetune", encoder=str(parts["mert"]), llm=str(parts["llm"]))
+    checkpoint = save_checkpoint(tmp_path / "ckpt", config, {"proj.weight": torch.zeros(2, 2)})
+    trap = _trap(checkpoint / "adapter.safetensors")
+    done = musilingo("ask", str(parts["song"]), "What genre?", "--model", str(checkpoint))
+    _one_line_naming(done, str(trap), "not a safetensors file")
+
+
+def test_crop_seconds_that_is_not_a_number_in_training_data(parts, tmp_path):
+    data = tmp_path / "qa.jsonl"
+    data.write_text(json.dumps({"audio": "song.wav", "question": "q", "answer": "a", "crop_seconds": "abc"}) + "\n")
+    done = musilingo(
+        "train",
+        "--data",
+        str(data),
+        "--audio-dir",
+        str(parts["root"]),
+        "--encoder",
+        str(parts["mert"]),
+        "--llm",
+        str(parts["llm"]),
+        "--out",
+        str(tmp_path / "run"),
+        env={"DS_ACCELERATOR": "cpu"},
+    )
+    _one_line_naming(done, str(data), "crop_seconds", "'abc'")
+
+
+def _csv_with_an_unclosed_quote(path: Path, header: str, first: str) -> Path:
+    path.write_text(f"{header}\n{first}\n" + 'x,"this quote never closes\n' + "more text\n" * 20_000)
+    return path
+
+
+def test_a_csv_field_over_128_kb_in_a_manifest_and_in_captions(parts, tmp_path):
+    manifest = _csv_with_an_unclosed_quote(tmp_path / "m.csv", "path,question", f"{parts['song']},q")
+    done = musilingo("ask", "--manifest", str(manifest), "--encoder", str(parts["mert"]), "--llm", str(parts["llm"]))
+    _one_line_naming(done, str(manifest), "128 KB", "quot")
+    captions = _csv_with_an_unclosed_quote(tmp_path / "c.csv", "ytid,caption", "a,A slow song.")
+    done = musilingo("make-mi", "--captions", str(captions), "--dry-run", "-o", str(tmp_path / "mi"))
+    _one_line_naming(done, str(captions), "128 KB", "quot")

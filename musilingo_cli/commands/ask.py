@@ -109,7 +109,7 @@ def command(
     # imported here, not at the top: keeps `musilingo --help` and option errors fast (torch)
     from musilingo_cli.core.console import results_only_on_stdout
     from musilingo_cli.model.hub import go_offline_if_unreachable
-    from musilingo_cli.pipelines.ask import AskConfig, run
+    from musilingo_cli.pipelines.ask import AskConfig, collect_items, run
 
     inputs, questions = split_question(list(args or []), list(question or []), caption, manifest)
     single = manifest is None and len(inputs) == 1 and Path(inputs[0]).is_file() and len(questions) + caption == 1
@@ -135,11 +135,16 @@ def command(
         compile=compile_,
         workers=workers,
         retry_errors=retry_errors,
-        on_record=_printer(as_json, single, quiet=output is not None),
     )
+    in_order = InputOrder(_printer(as_json, single, quiet=output is not None))
+    config.on_record = in_order
+    in_order.expect([item.id for item in collect_items(config)])
     go_offline_if_unreachable([model, encoder, llm] if model or not (encoder and llm) else [encoder, llm])
     with results_only_on_stdout():
-        summary = run(config)
+        try:
+            summary = run(config)
+        finally:
+            in_order.flush()
     _print_summary(summary, single)
     if summary["failed"] or summary["failed_before"]:
         raise typer.Exit(1)
@@ -163,6 +168,32 @@ def split_question(
             "or pass -q QUESTION or --caption"
         )
     return args[:-1], [last]
+
+
+class InputOrder:
+    """Passes records on in input order: `ask` answers in length order (faster batches), but
+    users read and diff its output against their list. A record waits until every earlier one
+    is shown; items that never come (already done in -o on a rerun) are passed over at flush()."""
+
+    def __init__(self, show):
+        self.show, self.rank, self.held, self.next = show, {}, {}, 0
+
+    def expect(self, ids: list[str]) -> None:
+        self.rank = {ident: i for i, ident in enumerate(ids)}
+
+    def __call__(self, record: dict) -> None:
+        rank = self.rank.get(record.get("id"))
+        if rank is None:
+            self.show(record)
+            return
+        self.held[rank] = record
+        while self.next in self.held:
+            self.show(self.held.pop(self.next))
+            self.next += 1
+
+    def flush(self) -> None:
+        for rank in sorted(self.held):
+            self.show(self.held.pop(rank))
 
 
 def _printer(as_json: bool, single: bool, quiet: bool):

@@ -1,6 +1,6 @@
-"""Files we rightly refuse, through the installed console script: each refusal is one line on
-stderr that names the file and the fix, with a non-zero exit, and no code in a pickle ever runs.
-Real files: tiny real models, real pickles, real CSV and JSONL written here."""
+"""The installed console script with tiny real models: files we rightly refuse (each refusal is
+one line on stderr that names the file and the fix, with a non-zero exit, and no code in a pickle
+ever runs), and `ask` printing records in input order. Real pickles, CSV, JSONL and audio."""
 
 from __future__ import annotations
 
@@ -104,3 +104,29 @@ def test_a_csv_field_over_128_kb_in_a_manifest_and_in_captions(parts, tmp_path):
     captions = _csv_with_an_unclosed_quote(tmp_path / "c.csv", "ytid,caption", "a,A slow song.")
     done = musilingo("make-mi", "--captions", str(captions), "--dry-run", "-o", str(tmp_path / "mi"))
     _one_line_naming(done, str(captions), "128 KB", "quot")
+
+
+def test_ask_prints_records_in_input_order(parts, tmp_path):
+    names = []
+    for name, seconds in (("b_two.wav", 2.0), ("a_one.wav", 1.0), ("c_three.wav", 3.0)):  # neither sorted way
+        write_music(tmp_path / name, seconds, 16000, seed=len(names))
+        names.append(str(tmp_path / name))
+    done = musilingo(
+        "ask",
+        *names,
+        "-q",
+        "What genre?",
+        "-q",
+        "Describe it.",
+        "--encoder",
+        str(parts["mert"]),
+        "--llm",
+        str(parts["llm"]),
+        "--preset",
+        "greedy",
+        "--max-new-tokens",
+        "2",
+    )
+    assert done.returncode == 0, done.stderr
+    rows = [line.split("\t")[:2] for line in done.stdout.splitlines()]
+    assert rows == [[n, q] for n in names for q in ("What genre?", "Describe it.")]

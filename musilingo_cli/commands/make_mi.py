@@ -10,7 +10,7 @@ import typer
 
 from musilingo_cli.commands.options import output_format
 from musilingo_cli.core.console import echo
-from musilingo_cli.core.errors import ConfigError, require_extra
+from musilingo_cli.core.errors import ConfigError, MusilingoError, require_extra
 
 
 def command(
@@ -150,6 +150,11 @@ def command(
         _print_dry_run(summary)
     else:
         _print_summary(summary)
+    if not dry_run and summary["units_failed"] and not summary["units_done"]:
+        raise MusilingoError(
+            f"every caption failed ({summary['units_failed']} caption x kind): nothing usable was made; "
+            f"see {out / 'summary.json'} for why, fix it and rerun the same command"
+        )
 
 
 def _bounds(flag: str, text: str) -> tuple[int, int]:

@@ -5,8 +5,8 @@ with DeepSpeed, and the checkpoint answers through `musilingo ask`, stopping at 
 
 To keep the suite's worst case well inside its timeout on a loaded 2-core machine, the LLM keeps
 its real embeddings, tokenizer, final norm and head but only its first LAYERS of 30 decoder
-layers (a fifth of the compute per step); the loss is still the real tokenizer's, over the real
-vocabulary."""
+layers: under a third of the CPU time per step (0.30 vs 1.0 CPU-s for a forward and backward pass
+of 2 x 40 tokens, measured on this machine); the loss is still over the real 49,152-token vocabulary."""
 
 import importlib.util
 import json

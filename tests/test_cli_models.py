@@ -130,3 +130,36 @@ def test_ask_prints_records_in_input_order(parts, tmp_path):
     assert done.returncode == 0, done.stderr
     rows = [line.split("\t")[:2] for line in done.stdout.splitlines()]
     assert rows == [[n, q] for n in names for q in ("What genre?", "Describe it.")]
+
+
+def test_a_checkpoint_made_with_relative_part_paths_answers_from_another_directory(parts, tmp_path, monkeypatch):
+    import dataclasses
+
+    from model_helpers import build_model
+
+    from musilingo_cli.model.checkpoint import read_checkpoint, save_checkpoint
+
+    if not (parts["root"] / "mert").exists():
+        (parts["root"] / "mert").symlink_to(parts["mert"])  # build_model's name for the module's encoder
+    model = build_model(parts["root"])  # reuses the module's tiny parts: same folders, same shapes
+    monkeypatch.chdir(parts["root"])  # the user trained with --encoder mert --llm llm from here
+    relative = dataclasses.replace(model.config, encoder="mert", llm="llm")
+    checkpoint = save_checkpoint(tmp_path / "run" / "final", relative, model.trainable_state())
+    monkeypatch.chdir(tmp_path)
+    config, _ = read_checkpoint(checkpoint)
+    assert Path(config.encoder) == parts["mert"].resolve() and Path(config.llm) == parts["llm"].resolve()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = musilingo(
+        "ask",
+        str(parts["song"]),
+        "What genre?",
+        "--model",
+        str(checkpoint),
+        "--preset",
+        "greedy",
+        "--max-new-tokens",
+        "2",
+        cwd=elsewhere,
+    )
+    assert done.returncode == 0, done.stderr

@@ -22,7 +22,9 @@ OFFICIAL_PROJ = {"llama_proj.weight": "proj.weight", "llama_proj.bias": "proj.bi
 def save_checkpoint(directory: str | Path, config: ModelConfig, state: dict[str, torch.Tensor],
                     training: dict[str, Any] | None = None) -> Path:
     """Write an adapter checkpoint; files are written under temporary names and renamed, so a
-    crash never leaves a half-written checkpoint that looks complete."""
+    crash never leaves a half-written checkpoint that looks complete. An encoder, LLM or tokenizer
+    given as a local folder is stored as its absolute path (a part inside the checkpoint folder stays
+    relative to it), so `musilingo ask --model DIR` works from any working directory."""
     from safetensors.torch import save_file
 
     directory = Path(directory)
@@ -30,6 +32,10 @@ def save_checkpoint(directory: str | Path, config: ModelConfig, state: dict[str,
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state.items()}
     save_file(tensors, directory / f".{ADAPTER_FILE}.tmp", metadata={"format": "pt"})
     body = {**config.to_dict(), "training": training or {}}
+    for part in ("encoder", "llm", "tokenizer"):  # local folders: absolute, so the checkpoint works from any directory
+        value = body.get(part)
+        if isinstance(value, str) and value and not (directory / value).is_dir() and Path(value).expanduser().is_dir():
+            body[part] = str(Path(value).expanduser().resolve())
     (directory / f".{CONFIG_FILE}.tmp").write_text(json.dumps(body, indent=2, ensure_ascii=False))
     os.replace(directory / f".{ADAPTER_FILE}.tmp", directory / ADAPTER_FILE)
     os.replace(directory / f".{CONFIG_FILE}.tmp", directory / CONFIG_FILE)

@@ -42,7 +42,7 @@ def test_console_script_prints_only_the_final_path_on_stdout(setup):
     env = subprocess_env()
     env.pop("DS_ACCELERATOR")  # DeepSpeed then detects the CPU and says so: on stdout, unless we keep it off
     done = subprocess.run(
-        [str(BIN / "musilingo"), "train", "--config", str(setup["config"]), "-o", str(out)],
+        [str(BIN / "musilingo"), "train", "--config", str(setup["config"]), "-o", str(out), "--warmup-steps", "5"],
         env=env,
         capture_output=True,
         text=True,
@@ -51,6 +51,25 @@ def test_console_script_prints_only_the_final_path_on_stdout(setup):
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout == f"{out / 'final'}\n"
     assert "Setting accelerator to CPU" in done.stderr
+    # --warmup-steps is a flag, and a run that ends inside the warm-up says so, once
+    assert " ".join(done.stderr.split()).count("the run ends inside the warm-up (2 steps, warm-up 5)") == 1
+
+
+def test_train_help_shows_each_presets_recipe_and_the_defaults():
+    from musilingo_cli.pipelines.train.config import PRESETS, TrainConfig
+
+    done = subprocess.run(
+        [str(BIN / "musilingo"), "train", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**subprocess_env(), "COLUMNS": "2000"},
+    )
+    assert done.returncode == 0, done.stderr
+    text = " ".join(done.stdout.split())
+    for name, recipe in PRESETS.items():
+        assert f"{name}: {recipe['max_steps']} steps, warm-up {recipe['warmup_steps']} " in text
+    assert f"[default: ({TrainConfig.save_every})]" in text and "--warmup-steps" in text
 
 
 def test_documented_deepspeed_launcher_line_two_cpu_ranks(setup):

@@ -2,21 +2,52 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Optional
 
 import typer
 
 from musilingo_cli.core.errors import require_extra
+from musilingo_cli.pipelines.train.config import PRESETS, TrainConfig
 
 _ENGINE = "Engine"
 _DATA = "Data"
 _OPT = "Optimisation"
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+
+
+def _default(name: str, on: str | None = None, off: str | None = None) -> str:
+    """TrainConfig's default for a field, as --help shows it (so help and config cannot drift)."""
+    value = _DEFAULTS[name]
+    if isinstance(value, bool) and on is not None:
+        return on if value else off
+    return str(value)
+
+
+def _from_preset(name: str) -> str:
+    """'--preset': the default comes from the recipe; --help lists each recipe's values."""
+    return "from --preset"
+
+
+def _presets_help() -> str:
+    """One line per official recipe, generated from PRESETS (steps, warm-up, rates, batch)."""
+    rows = []
+    for name, p in PRESETS.items():
+        crops = p.get("crops_per_clip", _DEFAULTS["crops_per_clip"])
+        rows.append(
+            f"{name}: {p['max_steps']} steps, warm-up {p['warmup_steps']} (from {p['warmup_lr']:g}), lr {p['lr']:g} "
+            f"-> {p['min_lr']:g}, micro-batch {p['micro_batch']} x accumulation {p['grad_accum']}, {crops} crops/clip"
+        )
+    return "; ".join(rows)
 
 
 def command(
     stage: Optional[str] = typer.Option(
-        None, "--stage", help="pretrain (stage 1: captions, no prompt) or finetune (stage 2: Q&A)."
+        None,
+        "--stage",
+        show_default=_default("stage"),
+        help="pretrain (stage 1: captions, no prompt) or finetune (stage 2: Q&A).",
     ),
     data: Optional[list[str]] = typer.Option(
         None,
@@ -32,7 +63,12 @@ def command(
         rich_help_panel=_DATA,
     ),
     out: Optional[str] = typer.Option(
-        None, "-o", "--output", "--out", help="Run folder: checkpoints/, deepspeed/, final/, metrics.jsonl, loss.png."
+        None,
+        "-o",
+        "--output",
+        "--out",
+        show_default=_default("out"),
+        help="Run folder: checkpoints/, deepspeed/, final/, metrics.jsonl, loss.png.",
     ),
     init: Optional[str] = typer.Option(
         None, "--init", help="Adapter checkpoint to start from (e.g. the pretrained one; ours or an official .pth)."
@@ -44,10 +80,16 @@ def command(
         None, "--llm", help="Frozen LLM: hub id or local folder (default lmsys/vicuna-7b-v1.5)."
     ),
     max_steps: Optional[int] = typer.Option(
-        None, "--max-steps", help="Optimizer steps (each: micro-batch x accumulation x processes samples)."
+        None,
+        "--max-steps",
+        show_default=_from_preset("max_steps"),
+        help="Optimizer steps (each: micro-batch x accumulation x processes samples).",
     ),
     save_every: Optional[int] = typer.Option(
-        None, "--save-every", help="Write a checkpoint every N optimizer steps (and at the end)."
+        None,
+        "--save-every",
+        show_default=_default("save_every"),
+        help="Write a checkpoint every N optimizer steps (and at the end).",
     ),
     config_file: Optional[str] = typer.Option(
         None, "--config", help="YAML with any TrainConfig fields (flags override it)."
@@ -55,7 +97,8 @@ def command(
     preset: Optional[str] = typer.Option(
         None,
         "--preset",
-        help="Official recipe: pretrain, finetune (MI long), finetune-mi-short, finetune-musicqa, finetune-musiccaps.",
+        show_default="the --stage name",
+        help="Official recipe (finetune = MI long); flags and --config override its values. " + _presets_help() + ".",
     ),
     resume: Optional[bool] = typer.Option(
         None, "--resume/--no-resume", help="Continue the run in --out from its latest checkpoint."
@@ -64,12 +107,17 @@ def command(
         None, "--format", help="Force the dataset format: msd, musiccaps, mi, musicqa, jsonl.", rich_help_panel=_DATA
     ),
     split: Optional[str] = typer.Option(
-        None, "--split", help="train (default), test or all; an MSD folder's split name.", rich_help_panel=_DATA
+        None,
+        "--split",
+        show_default=_default("split"),
+        help="train, test or all; an MSD folder's split name.",
+        rich_help_panel=_DATA,
     ),
     cache: Optional[bool] = typer.Option(
         None,
         "--cache/--no-cache",
-        help="Encode each clip once and train from cached features (default), or run the encoder in every step.",
+        show_default=_default("cache", "--cache", "--no-cache"),
+        help="Encode each clip once and train from cached features, or run the encoder in every step.",
         rich_help_panel=_DATA,
     ),
     cache_dir: Optional[str] = typer.Option(
@@ -79,41 +127,70 @@ def command(
         rich_help_panel=_DATA,
     ),
     crops_per_clip: Optional[int] = typer.Option(
-        None, "--crops-per-clip", help="Random crops cached per clip for MSD/MusicQA.", rich_help_panel=_DATA
+        None,
+        "--crops-per-clip",
+        show_default=_from_preset("crops_per_clip"),
+        help="Random crops cached per clip for MSD/MusicQA.",
+        rich_help_panel=_DATA,
     ),
     max_missing_fraction: Optional[float] = typer.Option(
         None,
         "--max-missing-fraction",
-        help="Stop if more than this fraction of the audio is missing or broken (default 0.05).",
+        show_default=_default("max_missing_fraction"),
+        help="Stop if more than this fraction of the audio is missing or broken.",
         rich_help_panel=_DATA,
     ),
     micro_batch: Optional[int] = typer.Option(
-        None, "--micro-batch", help="Samples per process per forward pass.", rich_help_panel=_OPT
+        None,
+        "--micro-batch",
+        show_default=_from_preset("micro_batch"),
+        help="Samples per process per forward pass.",
+        rich_help_panel=_OPT,
     ),
     grad_accum: Optional[int] = typer.Option(
-        None, "--grad-accum", help="Micro-batches per optimizer step.", rich_help_panel=_OPT
+        None,
+        "--grad-accum",
+        show_default=_from_preset("grad_accum"),
+        help="Micro-batches per optimizer step.",
+        rich_help_panel=_OPT,
     ),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (after warm-up).", rich_help_panel=_OPT),
+    lr: Optional[float] = typer.Option(
+        None, "--lr", show_default=_from_preset("lr"), help="Peak learning rate (after warm-up).", rich_help_panel=_OPT
+    ),
     warmup_steps: Optional[int] = typer.Option(
         None,
         "--warmup-steps",
+        show_default=_from_preset("warmup_steps"),
         help="Optimizer steps of linear warm-up from the warm-up rate to --lr.",
         rich_help_panel=_OPT,
     ),
     seed: Optional[int] = typer.Option(
-        None, "--seed", help="Seed of data order, crops and initialisation.", rich_help_panel=_OPT
+        None,
+        "--seed",
+        show_default=_default("seed"),
+        help="Seed of data order, crops and initialisation.",
+        rich_help_panel=_OPT,
     ),
     layer_combine: Optional[str] = typer.Option(
         None,
         "--layer-combine",
+        show_default=_default("layer_combine"),
         help="mean (official code) or learned (softmax layer weights, trained).",
         rich_help_panel=_OPT,
     ),
     precision: Optional[str] = typer.Option(
-        None, "--precision", help="bf16 (default), fp16 or fp32.", rich_help_panel=_ENGINE
+        None,
+        "--precision",
+        show_default=_default("precision"),
+        help="bf16, fp16 or fp32.",
+        rich_help_panel=_ENGINE,
     ),
     zero_stage: Optional[int] = typer.Option(
-        None, "--zero-stage", help="DeepSpeed ZeRO stage (default 2).", rich_help_panel=_ENGINE
+        None,
+        "--zero-stage",
+        show_default=_default("zero_stage"),
+        help="DeepSpeed ZeRO stage.",
+        rich_help_panel=_ENGINE,
     ),
     deepspeed_config: Optional[str] = typer.Option(
         None,
@@ -124,12 +201,14 @@ def command(
     gradient_checkpointing: Optional[bool] = typer.Option(
         None,
         "--gradient-checkpointing/--no-gradient-checkpointing",
+        show_default=_default("gradient_checkpointing", "on", "off"),
         help="Recompute LLM activations in the backward pass (less memory, slower).",
         rich_help_panel=_ENGINE,
     ),
     compile: Optional[bool] = typer.Option(
         None,
         "--compile/--no-compile",
+        show_default=_default("compile", "on", "off"),
         help="torch.compile the frozen LLM (fastest on GPUs; compiling takes a minute or two).",
         rich_help_panel=_ENGINE,
     ),

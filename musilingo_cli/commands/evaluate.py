@@ -104,7 +104,8 @@ def command(
     per_item: Optional[Path] = typer.Option(
         None,
         "--per-item",
-        help="Per-item scores JSONL (default: <predictions>.scores.jsonl beside each file).",
+        help="Also write per-item scores: this JSONL file, or with several predictions files this folder (each "
+        "gets <name>.scores.jsonl). Default: none; eval writes nothing beside your inputs.",
     ),
     no_per_item: bool = typer.Option(False, "--no-per-item", help="Do not write per-item scores."),
 ) -> None:

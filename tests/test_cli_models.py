@@ -163,3 +163,61 @@ def test_a_checkpoint_made_with_relative_part_paths_answers_from_another_directo
         cwd=elsewhere,
     )
     assert done.returncode == 0, done.stderr
+
+
+def _base_install_env(tmp_path: Path, *blocked: str) -> dict[str, str]:
+    """An interpreter whose site-packages lacks `blocked` distributions, as after a plain
+    `pip install musilingo-cli`: a folder of links to every other entry replaces site-packages."""
+    import site
+
+    real = Path(site.getsitepackages()[0])
+    shadow = tmp_path / "site-packages"
+    shadow.mkdir()
+    names = tuple(b.lower() for b in blocked)
+    for entry in real.iterdir():
+        if not entry.name.lower().replace("-", "_").startswith(names):
+            (shadow / entry.name).symlink_to(entry)
+    boot = tmp_path / "boot"
+    boot.mkdir()
+    (boot / "sitecustomize.py").write_text(
+        f"import sys\nsys.path[:] = [p for p in sys.path if p != {str(real)!r}] + [{str(shadow)!r}]\n"
+    )
+    return {"PYTHONPATH": str(boot)}
+
+
+def test_the_base_install_answers_with_ask(parts, tmp_path):
+    """Without any extra (no DeepSpeed, openai, metric libraries, pyarrow, TensorBoard, matplotlib,
+    pandas installed), `ask` still answers."""
+    env = _base_install_env(
+        tmp_path,
+        "deepspeed",
+        "openai",
+        "nltk",
+        "rouge_score",
+        "bert_score",
+        "sacrebleu",
+        "pyarrow",
+        "tensorboard",
+        "matplotlib",
+        "pandas",
+    )
+    probe = musilingo("train", "--data", "x.jsonl", env=env)
+    assert "pip install 'musilingo-cli[train]'" in probe.stderr  # the extras really are gone
+    done = musilingo(
+        "ask",
+        str(parts["song"]),
+        "What genre?",
+        "--encoder",
+        str(parts["mert"]),
+        "--llm",
+        str(parts["llm"]),
+        "--preset",
+        "greedy",
+        "--max-new-tokens",
+        "3",
+        "--json",
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout)
+    assert record["error"] is None and record["question"] == "What genre?"

@@ -127,3 +127,35 @@ def test_a_missing_extra_is_one_line_naming_the_pip_install(tmp_path, args, extr
     assert done.returncode == 2, done.stderr
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and f"pip install 'musilingo-cli[{extra}]'" in lines[0], done.stderr
+
+
+def test_an_unreachable_hub_is_said_once_and_eval_goes_on_offline(tmp_path):
+    import json
+
+    from train_helpers import free_port
+
+    answers = tmp_path / "answers.jsonl"
+    rows = [
+        ("What genre?", "Rock.", "It is rock."),
+        ("What tempo?", "Fast.", "A slow tempo."),
+        ("What genre?", "Jazz.", "Jazz with piano."),
+    ]
+    answers.write_text(
+        "".join(
+            json.dumps({"id": str(i), "question": q, "answer": a, "reference": r}) + "\n"
+            for i, (q, a, r) in enumerate(rows)
+        )
+    )
+    env = {
+        "HF_HUB_OFFLINE": "",
+        "TRANSFORMERS_OFFLINE": "",
+        "HF_DATASETS_OFFLINE": "",
+        "HF_ENDPOINT": f"http://127.0.0.1:{free_port()}",
+        "HF_HOME": str(tmp_path / "hf"),
+    }
+    done = musilingo("eval", "-p", str(answers), "--format", "json", env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("the Hugging Face hub cannot be reached") == 1, done.stderr
+    assert "Retrying" not in done.stderr and len(done.stderr.splitlines()) <= 3, done.stderr
+    notes = json.loads(done.stdout)[0]["notes"]
+    assert any("BERTScore skipped" in n and "roberta-large" in n for n in notes), notes

@@ -128,6 +128,7 @@ def test_ask_prints_records_in_input_order(parts, tmp_path):
         "2",
     )
     assert done.returncode == 0, done.stderr
+    assert "Loading weights" not in done.stderr  # transformers' loading bars only with --verbose
     rows = [line.split("\t")[:2] for line in done.stdout.splitlines()]
     assert rows == [[n, q] for n in names for q in ("What genre?", "Describe it.")]
 
@@ -221,3 +222,31 @@ def test_the_base_install_answers_with_ask(parts, tmp_path):
     assert done.returncode == 0, done.stderr
     record = json.loads(done.stdout)
     assert record["error"] is None and record["question"] == "What genre?"
+
+
+def test_mp3_decoder_notes_only_with_verbose(parts, tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    clean = tmp_path / "clean.mp3"
+    sf.write(clean, (0.3 * np.sin(np.arange(48000) * 0.05)).astype("float32"), 24000, format="MP3")
+    data = clean.read_bytes()
+    broken = tmp_path / "broken.mp3"  # junk inside the stream: libmpg123 resyncs and prints notes on fd 2
+    broken.write_bytes(data[:2000] + b"\x00garbage" * 50 + data[2000:])
+    args = [
+        "ask",
+        str(broken),
+        "What genre?",
+        "--encoder",
+        str(parts["mert"]),
+        "--llm",
+        str(parts["llm"]),
+        "--preset",
+        "greedy",
+        "--max-new-tokens",
+        "2",
+    ]
+    quiet, loud = musilingo(*args), musilingo(*args, "--verbose")
+    assert quiet.returncode == loud.returncode == 0, quiet.stderr + loud.stderr
+    assert "Illegal Audio-MPEG-Header" in loud.stderr  # the file does make the decoder talk
+    assert "Audio-MPEG" not in quiet.stderr and "libmpg123" not in quiet.stderr

@@ -22,6 +22,7 @@ stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 stdout = Console(highlight=False, soft_wrap=True)
 
 _results: IO[str] | None = None  # the real stdout while results_only_on_stdout() is active
+_quiet_native = False  # set by quiet_libraries(): C libraries' own stderr lines are dropped too
 
 
 def echo(text: str = "", nl: bool = True) -> None:
@@ -41,17 +42,42 @@ def results_only_on_stdout() -> Iterator[None]:
     _results = sys.stdout
     stdout.file = _results
     try:
-        with contextlib.redirect_stdout(sys.stderr):
-            yield
+        with _native_stderr_dropped() if _quiet_native else contextlib.nullcontext():
+            with contextlib.redirect_stdout(sys.stderr):
+                yield
     finally:
         _results = None
         stdout.file = None  # back to "whatever sys.stdout is"
 
 
+@contextlib.contextmanager
+def _native_stderr_dropped() -> Iterator[None]:
+    """File descriptor 2 goes to /dev/null (libmpg123's "Note: Illegal Audio-MPEG-Header" and other C
+    libraries' lines), while Python's sys.stderr (our console, progress, warnings) keeps the real one."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    real = os.fdopen(saved, "w", buffering=1, encoding="utf-8", errors="backslashreplace")
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    previous = sys.stderr
+    os.dup2(devnull, 2)
+    os.close(devnull)
+    sys.stderr = real
+    try:
+        yield
+    finally:
+        real.flush()
+        os.dup2(saved, 2)
+        sys.stderr = previous
+        real.close()
+
+
 def quiet_libraries() -> None:
     """Turn off the libraries' loading bars and advisory warnings (the CLI does, unless --verbose).
 
-    Environment variables, so nothing is imported here and children (torchrun ranks) inherit them."""
+    Environment variables, so nothing is imported here and children (torchrun ranks) inherit them;
+    inside results_only_on_stdout() C libraries' own stderr lines (mp3 decoder notes) are dropped."""
+    global _quiet_native
+    _quiet_native = True
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")

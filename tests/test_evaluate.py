@@ -84,6 +84,7 @@ def test_hub_offline_and_not_cached_is_one_line_with_the_fix(tmp_path):
         load_split_items("mi-short", None, cache_dir=tmp_path)
     message = str(err.value)
     assert "m-a-p/Music-Instruct" in message and "--data" in message and "\n" not in message
+    assert "is not in the Hugging Face cache" in message and "hf download" in message  # not "has none of"
 
 
 def test_manifest_for_ask_resolves_ytids_and_names(tmp_path):
@@ -152,6 +153,7 @@ def test_cli_json_two_files_side_by_side(tmp_path, wordnet, tiny_bert):
     result = runner.invoke(app, [
         "eval", "--predictions", str(good), str(bad), "--split", "musicqa", "--data", str(refs),
         "--bertscore-model", str(tiny_bert), "--bertscore-layers", "2", "--format", "json",
+        "--per-item", str(tmp_path / "scores"),
     ])
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
@@ -164,7 +166,7 @@ def test_cli_json_two_files_side_by_side(tmp_path, wordnet, tiny_bert):
     assert good_o["bleu4"] > good_o["floor"]["bleu4"]
     assert bad_o["counts"]["empty"] == 1 and bad_o["counts"]["failed"] == 1
     assert good_o["floor"] == bad_o["floor"]  # same items, same seed
-    per_item = [json.loads(line) for line in (tmp_path / "bad.scores.jsonl").read_text().splitlines()]
+    per_item = [json.loads(line) for line in (tmp_path / "scores" / "bad.scores.jsonl").read_text().splitlines()]
     assert [p["status"] for p in per_item[:3]] == ["ok", "empty", "failed"] and per_item[2]["answer"] == ""
 
 
@@ -214,6 +216,7 @@ def test_cli_rich_table_on_stdout(tmp_path, wordnet):
     result = runner.invoke(app, ["eval", "-p", str(answers), "-r", str(refs), "--no-bertscore"])
     assert result.exit_code == 0, result.output
     assert "profile standard" in result.stdout and "BLEU-4 (corpus, 13a)" in result.stdout and "floor" in result.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["EvalMusicQA.json", "a.jsonl"]  # nothing beside the inputs
 
 
 def test_cli_errors_are_one_line(tmp_path):

@@ -143,7 +143,7 @@ def test_unparseable_replies_fail_with_reason(tmp_path):
     with ChatServer(Faults(not_json=1.0)) as server:
         result = run_cli(fast_args(server.base_url, tmp_path / "out", "--captions", str(write_excerpt(tmp_path, rows=2)),
                                    "--kind", "long", "--max-retries", "1"))
-        assert result.returncode == 0
+        assert result.returncode == 1 and "every caption failed" in result.stderr  # nothing usable: not a success
     rejects = read_jsonl(tmp_path / "out" / "rejects.jsonl")
     assert [r["reason"] for r in rejects] == ["failed_generate:unparseable"] * 2
 

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from musilingo_cli.core.errors import DataError
+from musilingo_cli.core.errors import DataError, csv_error
 
 
 def read_text(path: str | Path) -> str:
@@ -142,5 +142,5 @@ def read_csv_rows(path: str | Path, delimiter: str | None = None) -> tuple[list[
                 raise DataError(f"{path}:{line}: row has fewer fields than the header's {len(columns)}")
             rows.append((line, row))
     except csv.Error as err:
-        raise DataError(f"{path}:{reader.line_num}: unreadable CSV row ({err})") from None
+        raise csv_error(path, reader.line_num, err) from None
     return columns, rows

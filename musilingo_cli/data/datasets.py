@@ -19,6 +19,7 @@ on True; MSD folders hold named splits; MusicQA and plain JSONL files are one sp
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -260,10 +261,23 @@ def read_jsonl_qa(path: Path, split: str = "train") -> list[Example]:
     for i, row in enumerate([row for _, row in iter_jsonl_objects(path)]):
         _require(row, ("audio", "answer"), path, i)
         question = row.get("question") or None
-        crop = row.get("crop_seconds")
+        crop = _crop_seconds(row.get("crop_seconds"), path, i)
         out.append(Example(None, question, str(row["answer"]), str(row.get("id", f"{Path(row['audio']).name}:{i}")),
-                           "jsonl", float(crop) if crop else None, {"audio_ref": str(row["audio"])}))
+                           "jsonl", crop, {"audio_ref": str(row["audio"])}))
     return out
+
+
+def _crop_seconds(value: Any, path: Path, i: int) -> float | None:
+    """A row's `crop_seconds`: absent, null or 0 = the full clip, else positive seconds."""
+    if value in (None, "", 0):
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = float("nan")
+    if not (seconds > 0 and math.isfinite(seconds)) or isinstance(value, bool):
+        raise DataError(f"{path}: item {i}: crop_seconds must be a positive number of seconds, not {value!r}")
+    return seconds
 
 
 # --- audio lookup ------------------------------------------------------------------------------

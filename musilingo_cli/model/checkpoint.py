@@ -23,13 +23,19 @@ def save_checkpoint(directory: str | Path, config: ModelConfig, state: dict[str,
                     training: dict[str, Any] | None = None) -> Path:
     """Write an adapter checkpoint; each file is written under an unpredictable temporary name and
     renamed (`core.journal.atomic_path`), the config last, so a crash never leaves a half-written
-    checkpoint that looks complete."""
+    checkpoint that looks complete. An encoder, LLM or tokenizer given as a local folder is stored as
+    its absolute path (a part inside the checkpoint folder stays relative to it), so
+    `musilingo ask --model DIR` works from any working directory."""
     from safetensors.torch import save_file
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state.items()}
     body = {**config.to_dict(), "training": training or {}}
+    for part in ("encoder", "llm", "tokenizer"):  # local folders: absolute, so the checkpoint works anywhere
+        value = body.get(part)
+        if isinstance(value, str) and value and not (directory / value).is_dir() and Path(value).expanduser().is_dir():
+            body[part] = str(Path(value).expanduser().resolve())
     with atomic_path(directory / ADAPTER_FILE) as tmp:
         save_file(tensors, tmp, metadata={"format": "pt"})
     atomic_write_text(directory / CONFIG_FILE, json.dumps(body, indent=2, ensure_ascii=False))
@@ -43,6 +49,7 @@ def is_checkpoint(path: str | Path) -> bool:
 
 def read_checkpoint(directory: str | Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
     """Our format -> (config, adapter state)."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     directory = Path(directory)
@@ -54,7 +61,14 @@ def read_checkpoint(directory: str | Path) -> tuple[ModelConfig, dict[str, torch
         value = body.get(part)
         if value and not Path(value).is_absolute() and (directory / value).is_dir():
             body[part] = str(directory / value)
-    return ModelConfig.from_dict(body), load_file(directory / ADAPTER_FILE)
+    try:
+        state = load_file(directory / ADAPTER_FILE)
+    except SafetensorError as err:  # a pickle or anything else renamed .safetensors, a cut-off file
+        raise CheckpointError(
+            f"{directory / ADAPTER_FILE}: not a safetensors file ({str(err).splitlines()[0]}); "
+            "copy the checkpoint again, or write it with `musilingo train`"
+        ) from None
+    return ModelConfig.from_dict(body), state
 
 
 def read_official_pth(path: str | Path) -> dict[str, torch.Tensor]:

@@ -4,8 +4,13 @@ clear line when they are missing. Nothing here ever runs code from a repository.
 from __future__ import annotations
 
 import os
+import sys
+import threading
+import urllib.error
+import urllib.request
 from pathlib import Path
 
+from musilingo_cli.core.console import warn
 from musilingo_cli.core.errors import CheckpointError
 
 
@@ -33,3 +38,54 @@ def missing_message(repo_id: str, what: str, err: Exception) -> str:
         return f"{what} {repo_id!r} is not in the Hugging Face cache and HF_HUB_OFFLINE is set; get it with {how}"
     reason = str(err).splitlines()[0] if str(err) else type(err).__name__
     return f"could not fetch {what} {repo_id!r} from the Hugging Face hub ({reason}); get it with {how}"
+
+
+def offline_requested() -> bool:
+    """True when HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) is set to a true value."""
+    names = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    return any(os.environ.get(n, "").lower() in ("1", "true", "yes", "on") for n in names)
+
+
+def hub_reachable(timeout: float = 3.0) -> str | None:
+    """None when the hub's endpoint answers within `timeout` seconds (any HTTP status counts),
+    else the reason in a few words. Runs in a thread so that a hanging DNS lookup is bounded too."""
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    outcome: list[str | None] = []
+
+    def probe() -> None:
+        try:
+            urllib.request.urlopen(urllib.request.Request(endpoint + "/api/whoami-v2", method="HEAD"), timeout=timeout)
+            outcome.append(None)
+        except urllib.error.HTTPError:  # 401 and friends: the server is there
+            outcome.append(None)
+        except Exception as err:  # noqa: BLE001 - DNS failure, refused, TLS, timeout: all mean "not reachable"
+            reason = getattr(err, "reason", err)
+            outcome.append(f"{endpoint}: {str(reason).splitlines()[0] if str(reason) else type(reason).__name__}")
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout + 0.5)
+    return outcome[0] if outcome else f"{endpoint}: no answer in {timeout:g} s"
+
+
+def go_offline_if_unreachable(specs: list[str | None], timeout: float = 3.0, announce: bool = True) -> bool:
+    """Probe the hub once when some spec is not a local path; if it cannot be reached, say so in
+    one line on stderr and set HF_HUB_OFFLINE=1 for the rest of the run, so that the hub client
+    answers from its cache at once instead of retrying each file. Returns True if offline now.
+
+    `specs`: what the user named that may live on the hub (None = a default that does);
+    `announce=False` keeps other ranks of a distributed run quiet."""
+    if offline_requested():
+        return True
+    if all(s is not None and Path(s).expanduser().exists() for s in specs):
+        return False
+    reason = hub_reachable(timeout)
+    if reason is None:
+        return False
+    if announce:
+        warn(f"the Hugging Face hub cannot be reached ({reason}); going on offline with what is cached")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is not None:  # already imported: it read the variable at import time
+        constants.HF_HUB_OFFLINE = True
+    return True

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import socket
 import stat
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -91,3 +92,25 @@ def api_key_source(key_file: str | Path | None, key: str | None) -> str:
     if key:
         return "$OPENAI_API_KEY"
     return "no key (none was set: set OPENAI_API_KEY or pass --api-key-file)"
+
+
+def preflight(base_url: str | None, api_key: str | None, timeout: float) -> None:
+    """Before any request: raise ChatAPIError (one line, nothing sent) when the default OpenAI API is
+    used without a key, or when the server's host and port do not accept a connection within
+    `timeout` seconds (a TCP connect, no HTTP request, so nothing is billed)."""
+    url = base_url or DEFAULT_URL
+    parts = urlsplit(url)
+    if not api_key and parts.hostname == urlsplit(DEFAULT_URL).hostname:
+        raise ChatAPIError(
+            f"no API key for {redact_url(url)}: set OPENAI_API_KEY or pass --api-key-file FILE "
+            "(or point --base-url at a server that needs none); nothing was sent"
+        )
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout).close()
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise ChatAPIError(
+            f"cannot reach {redact_url(url)} ({reason}): start the server or fix --base-url / $OPENAI_BASE_URL; "
+            "nothing was sent"
+        ) from None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from musilingo_cli.core.console import progress
 from musilingo_cli.core.errors import ConfigError, DataError
 from musilingo_cli.pipelines.evaluate import metrics
 from musilingo_cli.pipelines.evaluate.answering import answer_items
@@ -54,8 +55,11 @@ def _check(config: EvalConfig) -> None:
         )
     if _answers_split(config) and (config.split is None or config.audio_dir is None):
         raise ConfigError("--model needs --split and --audio-dir")
-    if config.per_item is not None and len(config.predictions) > 1:
-        raise ConfigError("--per-item names one file; with several --predictions each gets <name>.scores.jsonl")
+    if config.per_item is not None and len(config.predictions) > 1 and config.per_item.suffix:
+        raise ConfigError(
+            f"--per-item {config.per_item} names one file, but there are {len(config.predictions)} predictions "
+            "files: pass a folder (each gets <name>.scores.jsonl in it)"
+        )
     if config.bertscore and config.bertscore_model != "roberta-large" and config.bertscore_layers is None:
         raise ConfigError(f"--bertscore-model {config.bertscore_model} needs --bertscore-layers N")
 
@@ -84,7 +88,13 @@ def run(config: EvalConfig) -> EvalReport | ChoiceReport:
         else None
     )
     floors: dict[tuple, tuple[dict, list[str]]] = {}
-    systems = [_score_file(path, references, config, bert, train, floors) for path in predictions]
+    systems = []
+    with progress(transient=True) as bar:  # on stderr: BERTScore and METEOR over thousands of items take minutes
+        task = bar.add_task("scoring", total=len(predictions), status="")
+        for path in predictions:
+            bar.update(task, status=Path(path).name)
+            systems.append(_score_file(path, references, config, bert, train, floors))
+            bar.advance(task)
     report = EvalReport(config.profile, systems, metrics.library_versions(), _data_sources(config), config.seed)
     _write_output(report, config)
     return report
@@ -164,9 +174,13 @@ def _score_file(path: Path, references: list[EvalItem] | None, config: EvalConfi
 
 
 def _write_per_item(path: Path, preds, refs, result, floor_refs, config: EvalConfig) -> str | None:
-    if not config.write_per_item:
+    # Only where asked: eval writes nothing beside the user's inputs.
+    if not config.write_per_item or config.per_item is None:
         return None
-    target = config.per_item or path.with_name(path.stem + ".scores.jsonl")
+    target = config.per_item
+    if len(config.predictions) > 1 or target.is_dir():
+        target.mkdir(parents=True, exist_ok=True)
+        target = target / (path.stem + ".scores.jsonl")
     rows = []
     for index, (p, ref, scores) in enumerate(zip(preds, refs, result.per_item)):
         status = "failed" if p.failed else ("empty" if not p.answer.strip() else "ok")

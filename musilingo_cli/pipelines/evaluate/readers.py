@@ -57,13 +57,13 @@ def hub_file(split: str, cache_dir: Path | None = None) -> Path:
     for filename in candidates:
         try:
             return Path(hf_hub_download(repo, filename, repo_type="dataset", cache_dir=cache_dir))
-        except EntryNotFoundError:
-            continue
-        except LocalEntryNotFoundError:
+        except LocalEntryNotFoundError:  # a subclass of EntryNotFoundError: caught first
             raise DataError(
                 f"{repo}/{filename} is not in the Hugging Face cache and the hub is offline: run "
                 f"`hf download {repo} {filename} --repo-type dataset` with network, or pass --data FILE"
             ) from None
+        except EntryNotFoundError:  # the repository has no file of this name: try the next one
+            continue
         except Exception as err:  # noqa: BLE001 - gated repo, HTTP error, ...: one line with the fix
             raise DataError(f"cannot fetch {repo}/{filename} ({type(err).__name__}); pass --data FILE") from None
     raise DataError(f"{repo} has none of {', '.join(candidates)}; pass --data FILE")

@@ -20,6 +20,7 @@ from typing import Any
 from musilingo_cli.core.console import progress
 from musilingo_cli.core.journal import read_jsonl
 from musilingo_cli.data.captions import Caption
+from musilingo_cli.pipelines.chat_access import preflight
 from musilingo_cli.pipelines.chat_api import (
     ChatClient,
     ChatSettings,
@@ -156,6 +157,7 @@ def execute(config, todo, state: State, journal, prompts, filter_prompt) -> None
         seed=config.seed,
         max_tokens=config.max_output_tokens,
     )
+    preflight(settings.base_url, api_key, timeout=min(config.timeout, 10.0))
     requests_log = RequestLog(config.out / REQUESTS_FILE)
     client = ChatClient(settings, stop, rng_seed=config.seed, events=requests_log.append)
     tasks = _Tasks()

@@ -10,7 +10,15 @@ metrics.py      progress bar, metrics.jsonl, TensorBoard, loss.png
 loop.py         run(config): the training loop that ties them together
 """
 
-from musilingo_cli.pipelines.train.config import TrainConfig, TrainResult, resolve_config
-from musilingo_cli.pipelines.train.loop import run
+from musilingo_cli.pipelines.train.config import PRESETS, TrainConfig, TrainResult, resolve_config
 
-__all__ = ["TrainConfig", "TrainResult", "resolve_config", "run"]
+__all__ = ["PRESETS", "TrainConfig", "TrainResult", "resolve_config", "run"]
+
+
+def __getattr__(name: str):
+    # lazy: `run` pulls in torch and DeepSpeed; `musilingo train --help` reads only the config module
+    if name == "run":
+        from musilingo_cli.pipelines.train.loop import run
+
+        return run
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -24,7 +24,7 @@ import numpy as np
 from filelock import FileLock, Timeout
 from rich.markup import escape
 
-from musilingo_cli.core.console import stderr
+from musilingo_cli.core.console import stderr, warn
 from musilingo_cli.core.errors import ConfigError, MusilingoError
 from musilingo_cli.data.datasets import check_missing, load_examples
 from musilingo_cli.pipelines.train.checkpoints import _resume, _save, resume_plan
@@ -118,6 +118,11 @@ def _run(config: TrainConfig, dist_info, out: Path, tag: str | None) -> TrainRes
             f"ZeRO-{_zero_stage(engine)}, {config.precision}; global batch "
             f"{config.micro_batch * config.grad_accum * dist_info.world}"
         )
+        if config.max_steps <= config.warmup_steps:
+            warn(
+                f"the run ends inside the warm-up ({config.max_steps} steps, warm-up {config.warmup_steps}): the rate "
+                f"never reaches --lr {config.lr:g}; pass a smaller --warmup-steps or a larger --max-steps"
+            )
     last_loss = math.nan
     try:
         while step < config.max_steps:

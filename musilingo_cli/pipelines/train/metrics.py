@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from musilingo_cli.core.console import progress, stderr
+from musilingo_cli.core.errors import install_hint
 from musilingo_cli.core.journal import Journal, atomic_path, read_jsonl, rewrite_jsonl
 from musilingo_cli.pipelines.train.config import TrainConfig
 
@@ -30,7 +31,9 @@ class _Logger:
 
                 self.tb = SummaryWriter(str(out / "tensorboard"))
             except ImportError:
-                stderr.print("TensorBoard not installed (pip install tensorboard): logging to metrics.jsonl only")
+                stderr.print(
+                    f"TensorBoard not installed ({install_hint('train')}): logging to metrics.jsonl only", markup=False
+                )
         self.bar = progress()
         self.bar.start()
         self.task = self.bar.add_task("training", total=config.max_steps, completed=start_step, status="")
@@ -62,11 +65,20 @@ class _Logger:
             self.tb.close()
 
     def plot(self) -> Path | None:
-        """loss.png from metrics.jsonl (matplotlib, no display needed)."""
+        """loss.png from metrics.jsonl (matplotlib, no display needed); None, with one line saying
+        so, when matplotlib is not installed (it comes with the `train` extra)."""
         records = read_jsonl(self.path)
         if not records:
             return None
-        import matplotlib
+        try:
+            import matplotlib
+        except ImportError:
+            stderr.print(
+                f"loss.png not drawn: matplotlib is not installed ({install_hint('train')}); the losses are in "
+                f"{self.path}",
+                markup=False,
+            )
+            return None
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt

@@ -95,8 +95,12 @@ def test_built_wheel_carries_prompts_and_nltk_data_inside_the_package(tmp_path):
     if not uv:
         pytest.skip("uv is not installed (scripts/install.sh installs it)")
     env = {**os.environ, "UV_OFFLINE": os.environ.get("UV_OFFLINE", "0")}
-    subprocess.run([*uv, "build", "--wheel", "-q", "--out-dir", str(tmp_path / "dist"), str(REPO)],
-                   check=True, capture_output=True, env=env)
+    subprocess.run(
+        [*uv, "build", "--wheel", "-q", "--out-dir", str(tmp_path / "dist"), str(REPO)],
+        check=True,
+        capture_output=True,
+        env=env,
+    )
     wheel = next((tmp_path / "dist").glob("musilingo_cli-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert not [n for n in names if n.startswith("prompts/")]
@@ -112,8 +116,13 @@ def test_built_wheel_carries_prompts_and_nltk_data_inside_the_package(tmp_path):
         "print(nltk_data.BUNDLED_NLTK_DATA.is_relative_to(pathlib.Path(musilingo_cli.__file__).parent))\n"
         "import nltk; nltk_data.ensure_punkt(); print(nltk.word_tokenize('Two words.'))\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
-                          env={**os.environ, "PYTHONPATH": str(tmp_path / "site")})
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path / "site")},
+    )
     assert done.returncode == 0, done.stderr
     size, inside, words = done.stdout.split("\n")[:3]
     assert int(size) > 100 and inside == "True" and words == "['Two', 'words', '.']"

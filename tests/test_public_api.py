@@ -24,8 +24,22 @@ def test_answer_equals_ask_on_a_long_song_in_input_order(tmp_path):
 
     records = musilingo_cli.answer(files, "What genre is this?", model=str(tmp_path / "ckpt"), **options)
 
-    args = ["ask", *files, "What genre is this?", "--model", str(tmp_path / "ckpt"), "--json", "--preset", "greedy",
-            "--max-new-tokens", "10", "--device", "cpu", "--chunk-seconds", "3"]
+    args = [
+        "ask",
+        *files,
+        "What genre is this?",
+        "--model",
+        str(tmp_path / "ckpt"),
+        "--json",
+        "--preset",
+        "greedy",
+        "--max-new-tokens",
+        "10",
+        "--device",
+        "cpu",
+        "--chunk-seconds",
+        "3",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     cli = {r["id"]: r for r in map(json.loads, result.stdout.splitlines())}

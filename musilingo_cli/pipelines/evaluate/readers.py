@@ -74,6 +74,8 @@ def load_split_items(split: str, data_file: Path | None = None, cache_dir: Path 
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     path = Path(data_file) if data_file else hub_file(split, cache_dir)
+    if not path.is_file():
+        raise DataError(f"--data {path}: no such file; pass the split's annotations file (docs/eval.md says where)")
     items = read_annotations(path, split)
     if items is None:
         raise DataError(f"{path} is not a Music Instruct, MusicQA or MusicCaps annotations file")

@@ -266,13 +266,13 @@ def test_a_full_disk_is_one_line_and_keeps_what_was_written(tmp_path):
 
 
 def test_fresh_adapter_is_seeded_so_identical_runs_agree(tiny, tmp_path):
-    from musilingo_cli.pipelines.ask import _load
+    from musilingo_cli.pipelines.ask import load_for
 
     def adapter(seed: int) -> dict[str, torch.Tensor]:
         config = AskConfig(
             encoder=tiny["mert"], llm=tiny["llm"], device="cpu", dtype="fp32", encoder_dtype="fp32", seed=seed
         )
-        return _load(config).trainable_state()
+        return load_for(config).trainable_state()
 
     torch.manual_seed(123)  # whatever the global generator holds before: the seed decides
     first = adapter(7)

@@ -90,7 +90,7 @@ def run(config: AskConfig, model=None) -> dict[str, Any]:
     `model` (a ready MusiLingo) skips loading what config.model/encoder/llm name; the device and
     dtype settings then only pick defaults such as the batch size.
     """
-    config = _resolved(config)
+    config = resolve_config(config)
     settings = GenerationSettings.from_preset(config.preset, max_new_tokens=config.max_new_tokens,
                                               **config.generate_options)
     items = collect_items(config)
@@ -102,7 +102,7 @@ def run(config: AskConfig, model=None) -> dict[str, Any]:
         if not todo:
             return {**summary, "seconds": 0.0, "model": None}
         started = time.perf_counter()
-        model = model if model is not None else _load(config)
+        model = model if model is not None else load_for(config)
         _seed(config.seed)
         spec = model_spec(config)
         _warn_other_model(journal, spec)
@@ -155,8 +155,9 @@ def model_spec(config: AskConfig) -> str:
 # --- set-up ---------------------------------------------------------------------------------
 
 
-def _resolved(config: AskConfig) -> AskConfig:
-    """Fill the device-dependent defaults and check numbers a user typed."""
+def resolve_config(config: AskConfig) -> AskConfig:
+    """Fill the device-dependent defaults and check numbers a user typed (chat and serve use it too).
+    Raises ConfigError for a CUDA device without CUDA or a number out of range."""
     import torch
 
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -178,7 +179,9 @@ def _resolved(config: AskConfig) -> AskConfig:
         compile=on_cuda if config.compile is None else config.compile)
 
 
-def _load(config: AskConfig):
+def load_for(config: AskConfig):
+    """The MusiLingo a resolved config names (model, encoder, llm, device, dtypes), seeded fresh adapter
+    included; chat and serve load their model through this too."""
     from musilingo_cli.model.loader import load_model
 
     _seed(config.seed)  # a fresh adapter (no --model) is initialised from --seed: identical runs agree

@@ -294,10 +294,10 @@ class Chat:
 def run(config: ChatConfig, model=None) -> int:
     """The conversation loop; returns the number of answers given."""
     from musilingo_cli.model.live_batch import Engine
-    from musilingo_cli.pipelines.ask import AskConfig, _load, _resolved
+    from musilingo_cli.pipelines.ask import AskConfig, load_for, resolve_config
 
     check_template(config.template)
-    resolved = _resolved(
+    resolved = resolve_config(
         AskConfig(
             model=config.model,
             encoder=config.encoder,
@@ -309,7 +309,7 @@ def run(config: ChatConfig, model=None) -> int:
         )
     )
     settings = GenerationSettings.from_preset(config.preset, max_new_tokens=config.max_new_tokens)
-    model = model if model is not None else _load(resolved)
+    model = model if model is not None else load_for(resolved)
     engine = Engine(model, max_batch=1)
     try:
         chat = Chat(model, engine, settings, config.template, config.seed, config.chunk_seconds, config.max_seconds)

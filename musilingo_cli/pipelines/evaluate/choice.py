@@ -98,6 +98,7 @@ class ChoiceReport:
     systems: list[ChoiceSystem]
     prompt: str | None
     versions: dict[str, str] = field(default_factory=dict)
+    unwritten_output: str | None = None  # "--output PATH (reason)" when the report could not be written
 
 
 def score_outputs(

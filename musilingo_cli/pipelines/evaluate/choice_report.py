@@ -92,14 +92,15 @@ def _notes(report: ChoiceReport) -> list[str]:
 
 def rich_table(report: ChoiceReport):
     """A rich Table for stdout, captioned with the rule and notes."""
+    header, rows = table_rows(report)
+    return make_table(f"musilingo eval - {report.split}", header_lines(report) + _notes(report), header, rows)
+
+
+def make_table(title: str, caption: list[str], header: list[str], rows: list[list[str]]):
+    """A rich Table: first column left-aligned, numbers right-aligned, caption lines below (both reports)."""
     from rich.table import Table
 
-    header, rows = table_rows(report)
-    table = Table(
-        title=f"musilingo eval - {report.split}",
-        caption="\n".join(header_lines(report) + _notes(report)),
-        caption_justify="left",
-    )
+    table = Table(title=title, caption="\n".join(caption), caption_justify="left")
     for index, name in enumerate(header):
         table.add_column(name, justify="left" if index == 0 else "right")
     for row in rows:

@@ -24,11 +24,13 @@ def _read_json_or_jsonl(path: Path) -> Any:
 
 
 def _records(data: Any, path: Path) -> list[dict[str, Any]]:
-    """A JSON list of objects, or an object of id -> object (ids filled in from the keys)."""
+    """A JSON list of objects, an object of id -> object (ids filled in from the keys), or one object."""
     if isinstance(data, dict) and data and all(isinstance(v, dict) for v in data.values()):
         return [{"id": str(key), **value} if "id" not in value else value for key, value in data.items()]
     if isinstance(data, list) and all(isinstance(r, dict) for r in data):
         return data
+    if isinstance(data, dict) and data:  # one record: a one-line JSONL file reads as a JSON document
+        return [data]
     raise DataError(f"{path}: expected a JSON list (or JSONL) of objects, or an object of id -> object")
 
 

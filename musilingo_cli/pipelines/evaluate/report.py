@@ -90,22 +90,11 @@ def _notes(report: EvalReport) -> list[str]:
 
 def rich_table(report: EvalReport):
     """A rich Table for stdout, titled with the profile and captioned with signatures and versions."""
-    from rich.table import Table
-
     if isinstance(report, ChoiceReport):
         return choice_report.rich_table(report)
-
     header, rows = table_rows(report)
-    table = Table(
-        title=f"musilingo eval - profile {report.profile}",
-        caption="\n".join(header_lines(report) + _notes(report)),
-        caption_justify="left",
-    )
-    for index, name in enumerate(header):
-        table.add_column(name, justify="left" if index == 0 else "right")
-    for row in rows:
-        table.add_row(*row)
-    return table
+    caption = header_lines(report) + _notes(report)
+    return choice_report.make_table(f"musilingo eval - profile {report.profile}", caption, header, rows)
 
 
 def report_json(report: EvalReport) -> list[dict[str, Any]]:

@@ -84,7 +84,7 @@ def build(config: ServeConfig, model=None):
         ) from None
     from musilingo_cli.model.generation import GenerationSettings
     from musilingo_cli.model.live_batch import Engine
-    from musilingo_cli.pipelines.ask import AskConfig, _load, _resolved
+    from musilingo_cli.pipelines.ask import AskConfig, load_for, resolve_config
     from musilingo_cli.pipelines.chat import check_template
 
     check_template(config.template)
@@ -92,7 +92,7 @@ def build(config: ServeConfig, model=None):
         raise ConfigError("--max-new-tokens and --max-batch must be at least 1")
     if config.allowed_local_media_path and not Path(config.allowed_local_media_path).is_dir():
         raise ConfigError(f"--allowed-local-media-path {config.allowed_local_media_path}: not a directory")
-    resolved = _resolved(
+    resolved = resolve_config(
         AskConfig(
             model=config.model,
             encoder=config.encoder,
@@ -102,7 +102,7 @@ def build(config: ServeConfig, model=None):
             encoder_dtype=config.encoder_dtype,
         )
     )
-    model = model if model is not None else _load(resolved)
+    model = model if model is not None else load_for(resolved)
     max_batch = config.max_batch or (256 if str(resolved.device).startswith("cuda") else 32)
     server = Server(model, Engine(model, max_batch=max_batch, max_waiting=config.max_waiting), config)
     server.engine_settings = GenerationSettings.from_preset(config.preset, max_new_tokens=config.max_new_tokens)

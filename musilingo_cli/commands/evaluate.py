@@ -14,7 +14,7 @@ def command(
     more_predictions: Optional[list[Path]] = typer.Argument(None, metavar="[FILE]...", help="More answers files, so that `--predictions a.jsonl b.jsonl` scores both."),
     predictions: Optional[list[Path]] = typer.Option(None, "--predictions", "-p", metavar="FILE", help="Answers file(s) to score (JSONL from `ask`, or a JSON list / JSONL from another system). Repeat or list several to compare side by side."),
     references: Optional[Path] = typer.Option(None, "--references", "-r", help="References: Music Instruct / MusicQA JSON, MusicCaps CSV, or a JSON list / JSONL with --reference-field. Default: the split's annotations, else references inside the predictions."),
-    split: Optional[str] = typer.Option(None, "--split", help="mi-short, mi-long, musicqa or musiccaps: its test items are the references (and are answered first with --model). Multiple choice: muchomusic, mmau, mmau-music, mmar or mmar-music, scored by the benchmark's official rule."),
+    split: Optional[str] = typer.Option(None, "--split", help="mi-short, mi-long, musicqa, musiccaps or sdd (Song Describer, --data song_describer.csv, all captions of a track as references): its test items are the references (and are answered first with --model). Multiple choice: muchomusic, mmau, mmau-music, mmar or mmar-music, scored by the benchmark's official rule."),
     data: Optional[Path] = typer.Option(None, "--data", help="The split's annotations file instead of the Hugging Face hub copy."),
     model: Optional[str] = typer.Option(None, "--model", help="Checkpoint or official release (short, long, musicqa) to answer the split with `musilingo ask` before scoring."),
     encoder: Optional[str] = typer.Option(None, "--encoder", help="With --model: replace its audio encoder (hub id or directory)."),
@@ -40,6 +40,11 @@ def command(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the results to this file (markdown for 'table')."),
     per_item: Optional[Path] = typer.Option(None, "--per-item", help="Per-item scores JSONL (default: <predictions>.scores.jsonl beside each file)."),
     no_per_item: bool = typer.Option(False, "--no-per-item", help="Do not write per-item scores."),
+    sdd_all_tracks: bool = typer.Option(
+        False,
+        "--sdd-all-tracks",
+        help="--split sdd: score every track, not only the valid subset (is_valid_subset).",
+    ),
     plot: Optional[Path] = typer.Option(
         None,
         "--plot",
@@ -57,7 +62,7 @@ def command(
         reference_field=reference_field, bertscore=not no_bertscore, bertscore_model=bertscore_model,
         bertscore_layers=bertscore_layers, bertscore_batch_size=bertscore_batch_size, floor=not no_floor,
         seed=seed, train_captions=train_captions, format=format, output=output, per_item=per_item,
-        write_per_item=not no_per_item, plot=plot,
+        write_per_item=not no_per_item, plot=plot, sdd_all_tracks=sdd_all_tracks,
         ask_options={"encoder": encoder, "llm": llm, "preset": preset, "max_new_tokens": max_new_tokens,
                      "device": device, "dtype": dtype, "batch_size": batch_size, "seed": seed},
     )

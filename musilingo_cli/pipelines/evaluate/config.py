@@ -58,6 +58,7 @@ class EvalConfig:
     write_per_item: bool = True
     hub_cache_dir: Path | None = None
     plot: Path | None = None  # --plot FILE.png (plot.py)
+    sdd_all_tracks: bool = False  # --split sdd: every track, not only the valid subset (sdd.py)
 
 
 @dataclass

@@ -372,7 +372,7 @@ def descriptive_stats(predictions: list[str], train_captions: list[str] | None =
 def library_versions() -> dict[str, str]:
     """Installed versions of every library a score depends on (distribution metadata, not __version__)."""
     versions = {}
-    for name in ("nltk", "sacrebleu", "rouge-score", "bert-score", "transformers", "torch"):
+    for name in ("nltk", "sacrebleu", "rouge-score", "pycocoevalcap", "bert-score", "transformers", "torch"):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

@@ -40,6 +40,16 @@ def command(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the results to this file (markdown for 'table')."),
     per_item: Optional[Path] = typer.Option(None, "--per-item", help="Per-item scores JSONL (default: <predictions>.scores.jsonl beside each file)."),
     no_per_item: bool = typer.Option(False, "--no-per-item", help="Do not write per-item scores."),
+    judge_model: Optional[str] = typer.Option(
+        None,
+        "--judge-model",
+        help="Multiple choice: also let this LLM say which option each output names (reported beside the official rule; key from OPENAI_API_KEY).",
+    ),
+    judge_base_url: Optional[str] = typer.Option(
+        None,
+        "--judge-base-url",
+        help="OpenAI-compatible server of --judge-model (default: OPENAI_BASE_URL, else OpenAI).",
+    ),
     sdd_all_tracks: bool = typer.Option(
         False,
         "--sdd-all-tracks",
@@ -63,6 +73,7 @@ def command(
         bertscore_layers=bertscore_layers, bertscore_batch_size=bertscore_batch_size, floor=not no_floor,
         seed=seed, train_captions=train_captions, format=format, output=output, per_item=per_item,
         write_per_item=not no_per_item, plot=plot, sdd_all_tracks=sdd_all_tracks,
+        judge_model=judge_model, judge_base_url=judge_base_url,
         ask_options={"encoder": encoder, "llm": llm, "preset": preset, "max_new_tokens": max_new_tokens,
                      "device": device, "dtype": dtype, "batch_size": batch_size, "seed": seed},
     )

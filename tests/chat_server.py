@@ -104,6 +104,19 @@ def filter_reply(messages: list[dict]) -> dict:
                           "reason": "marker" if NEGATIVE_MARKER in p["answer"] else "supported"} for p in listed]}
 
 
+def judge_reply(messages: list[dict]) -> dict:
+    """Multiple-choice judge: the letter written as "(X)" in the answer, else the one option whose text
+    the answer contains, else null."""
+    user = next((m["content"] for m in messages if m.get("role") == "user"), "")
+    answer = re.search(r"<answer>\s*(.*?)\s*</answer>", user, re.DOTALL).group(1)
+    options = re.findall(r"^\(([A-Z])\) (.*)$", re.search(r"<options>\s*(.*?)\s*</options>", user, re.DOTALL).group(1), re.M)
+    letter = re.search(r"\(([A-Z])\)", answer)
+    if letter:
+        return {"choice": letter.group(1)}
+    named = [k for k, text in options if text.lower() in answer.lower()]
+    return {"choice": named[0] if len(named) == 1 else None}
+
+
 class ChatServer:
     """The server on 127.0.0.1, port chosen by the OS; `base_url` ends in /v1."""
 
@@ -211,7 +224,8 @@ def _handler(server: ChatServer):
             request = json.loads(body)
             messages = request.get("messages", [])
             caption = caption_of(messages)
-            kind = "filter" if "<pairs>" in next((m["content"] for m in messages if m.get("role") == "user"), "") else "generate"
+            user_text = next((m["content"] for m in messages if m.get("role") == "user"), "")
+            kind = "filter" if "<pairs>" in user_text else ("judge" if "<options>" in user_text else "generate")
             # The same messages twice = the same request twice (short and long differ in prompts).
             request_sha = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()[:12]
             entry = {"kind": kind, "caption": caption, "request": request_sha, "json_mode": "response_format" in request,
@@ -261,7 +275,8 @@ def _handler(server: ChatServer):
             if fault == "bad_body":
                 server._record(**entry, outcome="bad_body")
                 return self._send_raw(200, b'{"id": "chatcmpl-x", "choices": [{"message": {"content": "{\\"pa')
-            reply = generation_reply(messages) if kind == "generate" else filter_reply(messages)
+            replies = {"generate": generation_reply, "filter": filter_reply, "judge": judge_reply}
+            reply = replies[kind](messages)
             content = "I am sorry, I cannot help with that." if fault == "not_json" else json.dumps(reply)
             limits = [n for n in (server.num_predict, request.get("max_tokens")) if n is not None]
             with server._lock:

@@ -34,8 +34,8 @@ def command(
     split: Optional[str] = typer.Option(
         None,
         "--split",
-        help="mi-short, mi-long, musicqa or musiccaps: its test items are the references (and are answered first with "
-        "--model). Multiple choice: muchomusic, mmau, mmau-music, mmar or mmar-music, scored by the benchmark's "
+        help="mi-short, mi-long, musicqa, musiccaps or sdd (Song Describer, --data song_describer.csv, all captions of "
+        "a track as references): its test items are the references (and are answered first with --model). Multiple choice: muchomusic, mmau, mmau-music, mmar or mmar-music, scored by the benchmark's "
         "official rule.",
     ),
     data: Optional[Path] = typer.Option(
@@ -111,6 +111,37 @@ def command(
         "gets <name>.scores.jsonl). Default: none; eval writes nothing beside your inputs.",
     ),
     no_per_item: bool = typer.Option(False, "--no-per-item", help="Do not write per-item scores."),
+    judge_model: Optional[str] = typer.Option(
+        None,
+        "--judge-model",
+        help="Multiple choice: also let this LLM say which option each output names (reported beside the official rule; key from OPENAI_API_KEY).",
+    ),
+    judge_base_url: Optional[str] = typer.Option(
+        None,
+        "--judge-base-url",
+        help="OpenAI-compatible server of --judge-model (default: OPENAI_BASE_URL, else OpenAI).",
+    ),
+    sdd_all_tracks: bool = typer.Option(
+        False,
+        "--sdd-all-tracks",
+        help="--split sdd: score every track, not only the valid subset (is_valid_subset).",
+    ),
+    judge_model: Optional[str] = typer.Option(
+        None,
+        "--judge-model",
+        help="Multiple choice: also let this LLM say which option each output names (reported beside the official "
+        "rule; key from OPENAI_API_KEY).",
+    ),
+    judge_base_url: Optional[str] = typer.Option(
+        None,
+        "--judge-base-url",
+        help="OpenAI-compatible server of --judge-model (default: OPENAI_BASE_URL, else OpenAI).",
+    ),
+    sdd_all_tracks: bool = typer.Option(
+        False,
+        "--sdd-all-tracks",
+        help="--split sdd: score every track, not only the valid subset (is_valid_subset).",
+    ),
     plot: Optional[Path] = typer.Option(
         None,
         "--plot",
@@ -151,6 +182,9 @@ def command(
         per_item=per_item,
         write_per_item=not no_per_item,
         plot=plot,
+        sdd_all_tracks=sdd_all_tracks,
+        judge_model=judge_model,
+        judge_base_url=judge_base_url,
         ask_options={
             "encoder": encoder,
             "llm": llm,

@@ -29,6 +29,7 @@ from musilingo_cli.pipelines.evaluate.choice_data import (
     read_records,
     write_choice_manifest,
 )
+from musilingo_cli.pipelines.evaluate.judge import judge_choices
 from musilingo_cli.pipelines.evaluate.config import SHOWN, EvalConfig
 
 # Where benchmark files keep outputs: MuChoMusic/MMAU examples `model_output`, MMAU's evaluation.py
@@ -233,5 +234,6 @@ def run_choice(config: EvalConfig, answers_split: bool) -> ChoiceReport:
         if any(item.correct == rules.UNANSWERED for item in items):
             notes.append("some answers are not among their item's choices (as published); the rule still applies")
         per_item = _write_per_item(Path(path), items, outputs, judged, config)
-        systems.append(ChoiceSystem(Path(path).stem, str(path), totals, breakdowns, notes, per_item))
+        judge = judge_choices(items, outputs, config.judge_model, config.judge_base_url) if config.judge_model else None
+        systems.append(ChoiceSystem(Path(path).stem, str(path), totals, breakdowns, notes, per_item, judge))
     return ChoiceReport(config.split, benchmark, rules.RULE_NAMES[benchmark], systems, prompt)

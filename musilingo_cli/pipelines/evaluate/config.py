@@ -58,6 +58,9 @@ class EvalConfig:
     write_per_item: bool = True
     hub_cache_dir: Path | None = None
     plot: Path | None = None  # --plot FILE.png (plot.py)
+    judge_model: str | None = None  # multiple choice: LLM judge answer extraction (judge.py)
+    judge_base_url: str | None = None
+    sdd_all_tracks: bool = False  # --split sdd: every track, not only the valid subset (sdd.py)
 
 
 @dataclass

@@ -23,11 +23,12 @@ from importlib import metadata
 from pathlib import Path
 
 from musilingo_cli.pipelines.evaluate import metric_engine, scripts
+from musilingo_cli.pipelines.evaluate.cider import cider_d
 
 PROFILES = ("standard", "musilingo-paper")
 METRIC_KEYS = (
     "bleu1", "bleu2", "bleu3", "bleu4", "bleu_mean", "meteor", "rouge_l",
-    "bertscore_precision", "bertscore_recall", "bertscore_f1",
+    "bertscore_precision", "bertscore_recall", "bertscore_f1", "cider_d",
 )
 
 # Row labels per profile: the metric's name says which definition produced it.
@@ -38,6 +39,7 @@ LABELS = {
         "bleu_mean": "mean(BLEU-1..4)", "meteor": "METEOR (NLTK, word_tokenize)",
         "rouge_l": "ROUGE-L F1 (no stem)", "bertscore_precision": "BERTScore P",
         "bertscore_recall": "BERTScore R", "bertscore_f1": "BERTScore F1",
+        "cider_d": "CIDEr-D (pycocoevalcap, 0-10)",
     },
     "musilingo-paper": {
         "bleu1": "BLEU-1 (not in qa.py)", "bleu2": "BLEU-2 (not in qa.py)",
@@ -45,6 +47,7 @@ LABELS = {
         "bleu_mean": "B-U (qa.py: char sentence BLEU)", "meteor": "M-R (METEOR, wordpunct)",
         "rouge_l": "R-L (ROUGE-L recall, stem)", "bertscore_precision": "BERTScore P",
         "bertscore_recall": "BERT-S (BERTScore recall)", "bertscore_f1": "BERTScore F1",
+        "cider_d": "CIDEr-D (not in qa.py)",
     },
 }
 DESCRIPTIONS = {
@@ -239,6 +242,8 @@ def score_rows(
         scores: dict[str, float | None] = dict.fromkeys(METRIC_KEYS)
         scores.update(text)
         result = MetricResult(scores, items)
+        if profile == "standard":
+            _add_cider(predictions, references, result)
         result.signatures["bleu"] = (
             sacrebleu_signature()
             if profile == "standard"
@@ -287,6 +292,16 @@ def _standard(predictions: list[str], references: list[str], result: MetricResul
     result.signatures["bleu"] = sacrebleu_signature(tokenize) + suffix
     _put(result, "meteor", meteor_scores(predictions, references, "word_tokenize"))
     _put(result, "rouge_l", rouge_l_scores(predictions, references, stemmer=False, part="fmeasure"))
+    _add_cider(predictions, references, result)
+
+
+def _add_cider(predictions: list[str], references: list[str], result: MetricResult) -> None:
+    """CIDEr-D (standard profile): pycocoevalcap's Cider, one reference per item (cider.py)."""
+    corpus, values = cider_d(predictions, [[r] for r in references])
+    result.scores["cider_d"] = corpus
+    for item, value in zip(result.per_item, values):
+        item["cider_d"] = value
+    result.signatures["cider_d"] = "pycocoevalcap Cider (CIDEr-D, sigma 6, n 1-4, x10), word_tokenize lower-cased"
 
 
 def _paper(predictions: list[str], references: list[str], result: MetricResult) -> None:
@@ -357,7 +372,7 @@ def descriptive_stats(predictions: list[str], train_captions: list[str] | None =
 def library_versions() -> dict[str, str]:
     """Installed versions of every library a score depends on (distribution metadata, not __version__)."""
     versions = {}
-    for name in ("nltk", "sacrebleu", "rouge-score", "bert-score", "transformers", "torch"):
+    for name in ("nltk", "sacrebleu", "rouge-score", "pycocoevalcap", "bert-score", "transformers", "torch"):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

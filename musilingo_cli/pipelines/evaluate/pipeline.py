@@ -35,6 +35,8 @@ from musilingo_cli.pipelines.evaluate.readers import (
     read_train_captions,
 )
 from musilingo_cli.pipelines.evaluate.report import render_text
+from musilingo_cli.pipelines.evaluate.sdd import SPLIT as SDD_SPLIT
+from musilingo_cli.pipelines.evaluate.sdd import run_sdd
 
 
 def _answers_split(config: EvalConfig) -> bool:
@@ -47,8 +49,9 @@ def _check(config: EvalConfig) -> None:
         raise ConfigError(f"unknown --profile {config.profile!r}; choose {' or '.join(metrics.PROFILES)}")
     if config.format not in FORMATS:
         raise ConfigError(f"unknown --format {config.format!r}; choose one of {', '.join(FORMATS)}")
-    if config.split is not None and config.split not in SPLITS and config.split not in CHOICE_SPLITS:
-        raise ConfigError(f"unknown --split {config.split!r}; choose one of {', '.join(SPLITS + tuple(CHOICE_SPLITS))}")
+    known = SPLITS + (SDD_SPLIT,) + tuple(CHOICE_SPLITS)
+    if config.split is not None and config.split not in known:
+        raise ConfigError(f"unknown --split {config.split!r}; choose one of {', '.join(known)}")
     if not config.predictions and not _answers_split(config):
         raise ConfigError(
             "give --predictions FILE..., or --split with --model and --audio-dir to answer the split first"
@@ -71,6 +74,10 @@ def run(config: EvalConfig) -> EvalReport | ChoiceReport:
     _check(config)
     if config.split in CHOICE_SPLITS:
         report = run_choice(config, _answers_split(config))
+        _write_output(report, config)
+        return report
+    if config.split == SDD_SPLIT:  # Song Describer: every caption of a track is a reference (sdd.py)
+        report = run_sdd(config, _answers_split(config))
         _write_output(report, config)
         return report
     references = None

@@ -114,21 +114,6 @@ def command(
     judge_model: Optional[str] = typer.Option(
         None,
         "--judge-model",
-        help="Multiple choice: also let this LLM say which option each output names (reported beside the official rule; key from OPENAI_API_KEY).",
-    ),
-    judge_base_url: Optional[str] = typer.Option(
-        None,
-        "--judge-base-url",
-        help="OpenAI-compatible server of --judge-model (default: OPENAI_BASE_URL, else OpenAI).",
-    ),
-    sdd_all_tracks: bool = typer.Option(
-        False,
-        "--sdd-all-tracks",
-        help="--split sdd: score every track, not only the valid subset (is_valid_subset).",
-    ),
-    judge_model: Optional[str] = typer.Option(
-        None,
-        "--judge-model",
         help="Multiple choice: also let this LLM say which option each output names (reported beside the official "
         "rule; key from OPENAI_API_KEY).",
     ),

@@ -9,7 +9,7 @@ import sys
 import typer
 
 from musilingo_cli import __version__
-from musilingo_cli.commands import ask, evaluate, make_mi, train
+from musilingo_cli.commands import ask, evaluate, export, make_mi, train
 from musilingo_cli.core.errors import MusilingoError
 
 # Locals can hold API keys: never show them in tracebacks.
@@ -24,6 +24,7 @@ app.command("make-mi")(make_mi.command)
 app.command("train")(train.command)
 app.command("ask")(ask.command)
 app.command("eval")(evaluate.command)
+app.command("export")(export.command)
 
 
 def _version(value: bool) -> None:

@@ -41,6 +41,11 @@ def command(
     deepspeed_config: Optional[str] = typer.Option(None, "--deepspeed-config", help="Your own DeepSpeed JSON (batch sizes and precision are filled in).", rich_help_panel=_ENGINE),
     gradient_checkpointing: Optional[bool] = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing", help="Recompute LLM activations in the backward pass (less memory, slower).", rich_help_panel=_ENGINE),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the frozen LLM (fastest on GPUs; compiling takes a minute or two).", rich_help_panel=_ENGINE),
+    lora: Optional[bool] = typer.Option(None, "--lora/--no-lora", help="Also train LoRA weights on the LLM (peft), saved in PEFT's format under lora/.", rich_help_panel=_OPT),
+    lora_rank: Optional[int] = typer.Option(None, "--lora-rank", help="LoRA rank r (default 16).", rich_help_panel=_OPT),
+    lora_alpha: Optional[float] = typer.Option(None, "--lora-alpha", help="LoRA alpha: the update is alpha/r * B@A (default 32).", rich_help_panel=_OPT),
+    lora_dropout: Optional[float] = typer.Option(None, "--lora-dropout", help="Dropout on the LoRA branch while training (default 0.05).", rich_help_panel=_OPT),
+    lora_targets: Optional[str] = typer.Option(None, "--lora-targets", help="Comma-separated linear layers to adapt (default: q,k,v,o,gate,up,down_proj).", rich_help_panel=_OPT),
     local_rank: Optional[int] = typer.Option(None, "--local_rank", "--local-rank", hidden=True, help="Set by the deepspeed launcher."),
 ) -> None:
     """Train the adapter (DeepSpeed ZeRO): --stage pretrain on LP-MusicCaps-MSD, --stage finetune on MI / MusicQA / MusicCaps or your own data."""
@@ -56,7 +61,12 @@ def command(
                      max_missing_fraction=max_missing_fraction, micro_batch=micro_batch, grad_accum=grad_accum, lr=lr,
                      seed=seed, layer_combine=layer_combine, precision=precision, zero_stage=zero_stage,
                      deepspeed_config=deepspeed_config, gradient_checkpointing=gradient_checkpointing,
-                     compile=compile)
+                     compile=compile,
+                     lora=lora,
+                     lora_rank=lora_rank,
+                     lora_alpha=lora_alpha,
+                     lora_dropout=lora_dropout,
+                     lora_targets=lora_targets.split(",") if lora_targets else None)
     result = run(resolve_config(overrides, config_file))
     if int(os.environ.get("RANK", "0")) == 0:
         stdout.print(str(result.final))

@@ -29,6 +29,7 @@ from musilingo_cli.model.checkpoint import is_checkpoint, read_checkpoint, read_
 from musilingo_cli.model.config import OFFICIAL_ENCODER, OFFICIAL_LLM, EncoderInfo, ModelConfig
 from musilingo_cli.model.encoder import AudioEncoder, describe_encoder, load_encoder, mert_to_hubert_config
 from musilingo_cli.model.llm import freeze, load_llm, load_tokenizer, parse_dtype
+from musilingo_cli.model.lora import merge_lora
 from musilingo_cli.model.musilingo import MusiLingo
 
 SpecKind = Literal["checkpoint", "pth", "release", "plain"]
@@ -172,7 +173,7 @@ def assemble(config: ModelConfig, state: dict[str, torch.Tensor] | None, device:
              dtype: str | torch.dtype = "fp32", encoder_dtype: str | torch.dtype = "fp32",
              with_encoder: bool = True, llm_model: torch.nn.Module | None = None, tokenizer=None) -> MusiLingo:
     """Load the parts `config` names (the LLM and tokenizer may be given already loaded, as
-    training does) and the adapter weights. Without the encoder, its shapes come from its config."""
+    training does; then `config.lora` is not applied) and the adapter weights. Without the encoder, its shapes come from its config."""
     enc = load_encoder_part(config.encoder, device, parse_dtype(encoder_dtype)) if with_encoder else None
     if enc is not None and config.normalize_audio is not None:
         enc.normalize = config.normalize_audio
@@ -180,6 +181,8 @@ def assemble(config: ModelConfig, state: dict[str, torch.Tensor] | None, device:
     if lm is None:
         lm, part_tok = load_llm_part(config.llm, device, parse_dtype(dtype))
         tok = tok if tok is not None else part_tok
+        if config.lora:  # LoRA weights trained with the adapter (train --lora), merged in
+            lm = merge_lora(lm, config.lora)
     if tok is None:
         tok = load_tokenizer_part(config.tokenizer or config.llm)
     model = MusiLingo(_with_shapes(config, enc, lm), lm, tok, enc)

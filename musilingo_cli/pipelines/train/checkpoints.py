@@ -15,9 +15,11 @@ import numpy as np
 from musilingo_cli.core.console import stderr
 from musilingo_cli.core.errors import CheckpointError, ConfigError
 from musilingo_cli.model.checkpoint import save_checkpoint
+from musilingo_cli.model.lora import save_lora
 from musilingo_cli.pipelines.train.config import TrainConfig, config_yaml
 from musilingo_cli.pipelines.train.data_source import DataOrder
 from musilingo_cli.pipelines.train.distributed import _barrier
+from musilingo_cli.pipelines.train.lora import lora_state
 
 
 def _rng_state() -> dict[str, Any]:
@@ -60,8 +62,11 @@ def _save(engine, model, config: TrainConfig, out: Path, step: int, order: DataO
     client = {"step": step, "epoch": order.epoch, "index": order.index, "rng": _rng_state()}
     engine.save_checkpoint(str(out / "deepspeed"), tag=f"step_{step}", client_state=client)
     state = adapter_state(engine)
+    lora = lora_state(engine, model)
     if rank0:
         training = {"step": step, "loss": loss, "stage": config.stage, "preset": config.preset, "data": config.data}
+        if lora is not None:  # written before musilingo.json, which names it
+            save_lora(model.llm, out / "checkpoints" / f"step_{step}" / model.config.lora, lora)
         target = save_checkpoint(out / "checkpoints" / f"step_{step}", model.config, state, training=training)
         (target / "train_config.yaml").write_text(config_yaml(config))
         final = out / "final"

@@ -34,10 +34,15 @@ def command(
     compile_: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="Compile the decoding step with torch.compile (default: on for cuda; each new batch size waits for the compile). On cuda the step is a CUDA graph either way."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Threads decoding audio ahead of the model (default: one per core, at most 8)."),
     retry_errors: bool = typer.Option(False, "--retry-errors", help="On a rerun, answer again the items whose record is an error."),
+    json_schema: Optional[str] = typer.Option(None, "--json-schema", help="Answers follow this JSON Schema file (constrained decoding; records carry the parsed object), or 'catalogue': genre, mood, instruments, tempo, key, vocals, caption (asks its own question unless you give one)."),
 ) -> None:
     """Answer questions about music: `musilingo ask song.wav "What genre?"`, or many files, folders, manifests."""
     from musilingo_cli.pipelines.ask import AskConfig, run
 
+    if json_schema and not (question or caption or manifest) and args and Path(args[-1]).exists():
+        from musilingo_cli.model.structured import BUILTIN, builtin_prompt  # lazy: as the pipeline import above
+
+        question = [builtin_prompt(json_schema)] if json_schema in BUILTIN else question
     inputs, questions = split_question(list(args or []), list(question or []), caption, manifest)
     single = manifest is None and len(inputs) == 1 and Path(inputs[0]).is_file() and len(questions) + caption == 1
     config = AskConfig(
@@ -45,7 +50,7 @@ def command(
         llm=llm, output=output, device=device, dtype=dtype, encoder_dtype=encoder_dtype, batch_size=batch_size,
         encoder_batch_size=encoder_batch_size, preset=preset, max_new_tokens=max_new_tokens, seed=seed,
         chunk_seconds=chunk_seconds, max_seconds=max_seconds, compile=compile_, workers=workers,
-        retry_errors=retry_errors, on_record=_printer(as_json, single, quiet=output is not None),
+        retry_errors=retry_errors, json_schema=json_schema, on_record=_printer(as_json, single, quiet=output is not None),
     )
     summary = run(config)
     _print_summary(summary, single)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from musilingo_cli.data.batching import Clip, decode_ahead, encode_clips, length_batches, prepare_clip
+from musilingo_cli.model.structured import check_answer, read_schema
 from musilingo_cli.model.config import CAPTION_INSTRUCTION
 from musilingo_cli.core.console import progress, stderr, warn
 from musilingo_cli.core.errors import ConfigError
@@ -86,6 +87,7 @@ class AskConfig:
     retry_errors: bool = False
     on_record: Callable[[dict[str, Any]], None] | None = None
     generate_options: dict[str, Any] = field(default_factory=dict)
+    json_schema: str | None = None  # a JSON Schema file or a bundled name (catalogue): answers follow it
 
 
 def run(config: AskConfig, model=None) -> dict[str, Any]:
@@ -96,6 +98,7 @@ def run(config: AskConfig, model=None) -> dict[str, Any]:
     """
     config = _resolved(config)
     settings = GenerationSettings.from_preset(config.preset, max_new_tokens=config.max_new_tokens,
+                                              json_schema=read_schema(config.json_schema) if config.json_schema else None,
                                               **config.generate_options)
     items = collect_items(config)
     journal = Journal(config.output, key=lambda r: r["id"]) if config.output else None
@@ -348,7 +351,10 @@ def _generate_window(model, rows: list, encode_share: float, config: AskConfig, 
         share = (time.perf_counter() - t0) / len(batch) + encode_share
         for k, answer in zip(batch, answers):
             item, feats, clip = rows[k]
-            writer.write(_record(item, stamp, answer=answer, clip=clip, tokens=feats.shape[-2], seconds=share))
+            record = _record(item, stamp, answer=answer, clip=clip, tokens=feats.shape[-2], seconds=share)
+            if settings.json_schema is not None:  # --json-schema: the parsed, validated object (or why not)
+                record["json"], record["error"] = check_answer(answer, settings.json_schema)
+            writer.write(record)
 
 
 def _record(item: Item, stamp: dict[str, Any], answer: str | None = None, error: str | None = None,

@@ -34,6 +34,7 @@ def command(
     compile_: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="Compile the decoding step with torch.compile (default: on for cuda; each new batch size waits for the compile). On cuda the step is a CUDA graph either way."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Threads decoding audio ahead of the model (default: one per core, at most 8)."),
     retry_errors: bool = typer.Option(False, "--retry-errors", help="On a rerun, answer again the items whose record is an error."),
+    quantize: Optional[str] = typer.Option(None, "--quantize", help="Load the LLM in 8bit or 4bit (NF4) through bitsandbytes: less GPU memory; the encoder keeps its dtype."),
     json_schema: Optional[str] = typer.Option(None, "--json-schema", help="Answers follow this JSON Schema file (constrained decoding; records carry the parsed object), or 'catalogue': genre, mood, instruments, tempo, key, vocals, caption (asks its own question unless you give one)."),
 ) -> None:
     """Answer questions about music: `musilingo ask song.wav "What genre?"`, or many files, folders, manifests."""
@@ -50,7 +51,8 @@ def command(
         llm=llm, output=output, device=device, dtype=dtype, encoder_dtype=encoder_dtype, batch_size=batch_size,
         encoder_batch_size=encoder_batch_size, preset=preset, max_new_tokens=max_new_tokens, seed=seed,
         chunk_seconds=chunk_seconds, max_seconds=max_seconds, compile=compile_, workers=workers,
-        retry_errors=retry_errors, json_schema=json_schema, on_record=_printer(as_json, single, quiet=output is not None),
+        retry_errors=retry_errors, json_schema=json_schema, quantize=quantize,
+        on_record=_printer(as_json, single, quiet=output is not None),
     )
     summary = run(config)
     _print_summary(summary, single)

@@ -46,6 +46,7 @@ def command(
     lora_alpha: Optional[float] = typer.Option(None, "--lora-alpha", help="LoRA alpha: the update is alpha/r * B@A (default 32).", rich_help_panel=_OPT),
     lora_dropout: Optional[float] = typer.Option(None, "--lora-dropout", help="Dropout on the LoRA branch while training (default 0.05).", rich_help_panel=_OPT),
     lora_targets: Optional[str] = typer.Option(None, "--lora-targets", help="Comma-separated linear layers to adapt (default: q,k,v,o,gate,up,down_proj).", rich_help_panel=_OPT),
+    quantize: Optional[str] = typer.Option(None, "--quantize", help="Frozen LLM in 8bit or 4bit (NF4, bitsandbytes); with --lora, 4bit is QLoRA.", rich_help_panel=_ENGINE),
     local_rank: Optional[int] = typer.Option(None, "--local_rank", "--local-rank", hidden=True, help="Set by the deepspeed launcher."),
 ) -> None:
     """Train the adapter (DeepSpeed ZeRO): --stage pretrain on LP-MusicCaps-MSD, --stage finetune on MI / MusicQA / MusicCaps or your own data."""
@@ -66,7 +67,8 @@ def command(
                      lora_rank=lora_rank,
                      lora_alpha=lora_alpha,
                      lora_dropout=lora_dropout,
-                     lora_targets=lora_targets.split(",") if lora_targets else None)
+                     lora_targets=lora_targets.split(",") if lora_targets else None,
+                     quantize=quantize)
     result = run(resolve_config(overrides, config_file))
     if int(os.environ.get("RANK", "0")) == 0:
         stdout.print(str(result.final))

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from transformers import StoppingCriteriaList
 
+from musilingo_cli.core.console import warn
 from musilingo_cli.core.errors import ConfigError
 from musilingo_cli.model.adapter import Adapter, combine_and_pool
 from musilingo_cli.model.config import AUDIO_HERE, AUDIO_SLOT, ModelConfig
@@ -170,6 +171,11 @@ class MusiLingo(nn.Module):
         from musilingo_cli.model.decoding import Decoder
 
         decoders = self.__dict__.setdefault("_decoders", {})  # kept off nn.Module's registries
+        if compile and getattr(self.llm, "is_quantized", False):  # bitsandbytes kernels do not compile
+            if not self.__dict__.get("_quantized_note"):  # one note per model
+                self.__dict__["_quantized_note"] = True
+                warn("--compile does not apply to a quantized LLM: decoding with the eager step (a CUDA graph on CUDA)")
+            compile = False
         if compile not in decoders:
             on_cuda = next(self.llm.parameters()).device.type == "cuda"
             mode = ("compiled" if compile else "eager") if not on_cuda else ("compiled-graph" if compile else "graph")

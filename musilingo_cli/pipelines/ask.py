@@ -88,6 +88,7 @@ class AskConfig:
     on_record: Callable[[dict[str, Any]], None] | None = None
     generate_options: dict[str, Any] = field(default_factory=dict)
     json_schema: str | None = None  # a JSON Schema file or a bundled name (catalogue): answers follow it
+    quantize: str | None = None  # 8bit | 4bit: the LLM through bitsandbytes (model/llm.py)
 
 
 def run(config: AskConfig, model=None) -> dict[str, Any]:
@@ -156,6 +157,7 @@ def model_spec(config: AskConfig) -> str:
     parts = [config.model or "untrained-adapter"]
     parts += [f"encoder={config.encoder}"] if config.encoder else []
     parts += [f"llm={config.llm}"] if config.llm else []
+    parts += [f"quantize={config.quantize}"] if config.quantize else []
     return " ".join(parts)
 
 
@@ -189,7 +191,7 @@ def _load(config: AskConfig):
     from musilingo_cli.model.loader import load_model
 
     model = load_model(config.model, encoder=config.encoder, llm=config.llm, device=config.device,
-                       dtype=config.dtype, encoder_dtype=config.encoder_dtype)
+                       dtype=config.dtype, encoder_dtype=config.encoder_dtype, quantize=config.quantize)
     if model.encoder is None:
         raise ConfigError("this model has no audio encoder; pass --encoder")
     return model

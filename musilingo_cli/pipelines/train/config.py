@@ -110,6 +110,7 @@ class TrainConfig:
     lora_alpha: float = 32.0
     lora_dropout: float = 0.05
     lora_targets: list[str] | None = None  # default: Llama attention + MLP projections
+    quantize: str | None = None  # 8bit | 4bit frozen LLM (bitsandbytes); 4bit + lora = QLoRA
     # features
     cache: bool = True
     cache_dir: str | None = None  # default: {out}/features

@@ -104,6 +104,7 @@ def _build_model(config: TrainConfig, model_config, init_state, dist_info: Dist,
         dtype=dtype,
         encoder_dtype=config.encoder_dtype,
         with_encoder=with_encoder,
+        quantize=config.quantize,
     )
     if init_state is None:
         # the same initial adapter whatever ran before (a cold cache pass builds the encoder and

@@ -24,6 +24,7 @@ def command(
     device: Optional[str] = typer.Option(None, "--device", help="cuda or cpu (default: cuda when available)."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="LLM dtype: bf16, fp16 or fp32."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Items generated at once."),
+    quantize: Optional[str] = typer.Option(None, "--quantize", help="Load the LLM in 8bit or 4bit (NF4) through bitsandbytes."),
     audio_dir: Optional[Path] = typer.Option(None, "--audio-dir", help="Audio of the split (with --model)."),
     answers: Optional[Path] = typer.Option(None, "--answers", help="Where --model writes its answers (resumable). Default: <split>.answers.jsonl."),
     profile: str = typer.Option("standard", "--profile", help="standard (corpus word BLEU, F1; LP-MusicCaps-comparable) or musilingo-paper (replicates MusiLingo's qa.py)."),
@@ -53,7 +54,8 @@ def command(
         seed=seed, train_captions=train_captions, format=format, output=output, per_item=per_item,
         write_per_item=not no_per_item,
         ask_options={"encoder": encoder, "llm": llm, "preset": preset, "max_new_tokens": max_new_tokens,
-                     "device": device, "dtype": dtype, "batch_size": batch_size, "seed": seed},
+                     "device": device, "dtype": dtype, "batch_size": batch_size, "seed": seed,
+                     "quantize": quantize},
     )
     report = evaluate.run(config)
     if format == "table":

@@ -180,7 +180,8 @@ def assemble(config: ModelConfig, state: dict[str, torch.Tensor] | None, device:
              quantize: str | None = None) -> MusiLingo:
     """Load the parts `config` names (the LLM and tokenizer may be given already loaded, as
     training does; then `config.lora` is not applied) and the adapter weights; `quantize` (8bit |
-    4bit) loads the LLM through bitsandbytes, the encoder stays in `encoder_dtype`. Without the encoder, its shapes come from its config."""
+    4bit) loads the LLM through bitsandbytes, the encoder stays in `encoder_dtype`. Without the
+    encoder, its shapes come from its config."""
     enc = load_encoder_part(config.encoder, device, parse_dtype(encoder_dtype)) if with_encoder else None
     if enc is not None and config.normalize_audio is not None:
         enc.normalize = config.normalize_audio

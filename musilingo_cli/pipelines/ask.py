@@ -98,8 +98,8 @@ def run(config: AskConfig, model=None) -> dict[str, Any]:
     dtype settings then only pick defaults such as the batch size.
     """
     config = _resolved(config)
-    settings = GenerationSettings.from_preset(config.preset, max_new_tokens=config.max_new_tokens,
-                                              json_schema=read_schema(config.json_schema) if config.json_schema else None,
+    schema = read_schema(config.json_schema) if config.json_schema else None  # checked before any model loads
+    settings = GenerationSettings.from_preset(config.preset, max_new_tokens=config.max_new_tokens, json_schema=schema,
                                               **config.generate_options)
     items = collect_items(config)
     journal = Journal(config.output, key=lambda r: r["id"]) if config.output else None

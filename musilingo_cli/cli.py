@@ -21,7 +21,7 @@ from typing import Optional
 import typer
 
 from musilingo_cli import __version__
-from musilingo_cli.commands import ask, chat, evaluate, make_mi, serve, train
+from musilingo_cli.commands import ask, chat, evaluate, export, make_mi, serve, train
 from musilingo_cli.core.console import quiet_libraries
 from musilingo_cli.core.errors import MusilingoError, missing_module_message, os_error_message
 
@@ -39,7 +39,8 @@ app.command("ask")(ask.command)
 app.command("eval")(evaluate.command)
 app.command("chat")(chat.command)
 app.command("serve")(serve.command)
-_COMMANDS = ("make-mi", "train", "ask", "eval", "chat", "serve")
+app.command("export")(export.command)
+_COMMANDS = ("make-mi", "train", "ask", "eval", "chat", "serve", "export")
 
 _VERBOSE_FLAGS = ("--verbose", "-v")
 _DEBUG_ENV = ("MUSILINGO_DEBUG", "MUSILINGO_VERBOSE")

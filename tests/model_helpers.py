@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 CAPTIONS_CSV = Path(__file__).parent / "data" / "musiccaps_excerpt.csv"
+JSON_ALPHABET = '{}[]"_'  # what a tiny tokenizer needs besides its corpus to spell JSON
 PROMPT_TEXT = ["###Human: <Audio><AudioHere></Audio> What genre is this? ###Assistant: It is rock.###",
                "Please give a caption to the music.", "What is the tempo? How is the mood?",
                "Describe the audio in detail.", "What instruments are playing?"]
@@ -28,8 +29,9 @@ def _corpus() -> list[str]:
     return captions + PROMPT_TEXT * 20
 
 
-def make_tokenizer(directory: Path, vocab_size: int = 400):
-    """Train and save a byte-fallback-free BPE with LLaMA's special-token ids."""
+def make_tokenizer(directory: Path, vocab_size: int = 400, extra_alphabet: str = ""):
+    """Train and save a byte-fallback-free BPE with LLaMA's special-token ids (`extra_alphabet`:
+    characters it must spell besides the corpus's, e.g. JSON's braces and quotes)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -37,19 +39,19 @@ def make_tokenizer(directory: Path, vocab_size: int = 400):
     core.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
     core.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<unk>", "<s>", "</s>"],
-                                  initial_alphabet=list("#<>/:?.,!'-0123456789"))
+                                  initial_alphabet=list("#<>/:?.,!'-0123456789" + extra_alphabet))
     core.train_from_iterator(_corpus(), trainer)
     tok = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
     tok.save_pretrained(directory)
     return tok
 
 
-def make_llm(directory: Path, hidden: int = 64, layers: int = 2, seed: int = 0):
+def make_llm(directory: Path, hidden: int = 64, layers: int = 2, seed: int = 0, extra_alphabet: str = ""):
     """A tiny random LLaMA with the local tokenizer, saved like any hub model."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     directory = Path(directory)
-    tok = make_tokenizer(directory)
+    tok = make_tokenizer(directory, extra_alphabet=extra_alphabet)
     torch.manual_seed(seed)
     config = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden,
                          num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
@@ -107,7 +109,8 @@ def _legacy_name(key: str) -> str:
     return key.replace("parametrizations.weight.original0", "weight_g").replace("parametrizations.weight.original1", "weight_v")
 
 
-def build_model(tmp: Path, layer_combine: str = "mean", stage: str = "finetune", pool_window: int = 325, seed: int = 0):
+def build_model(tmp: Path, layer_combine: str = "mean", stage: str = "finetune", pool_window: int = 325, seed: int = 0,
+                extra_alphabet: str = ""):
     """A complete tiny MusiLingo (encoder + adapter + LLM) in fp32 on CPU."""
     from musilingo_cli.model.config import ModelConfig
     from musilingo_cli.model.encoder import load_encoder
@@ -116,7 +119,7 @@ def build_model(tmp: Path, layer_combine: str = "mean", stage: str = "finetune",
 
     tmp = Path(tmp)
     if not (tmp / "llm" / "config.json").exists():
-        make_llm(tmp / "llm", seed=seed)
+        make_llm(tmp / "llm", seed=seed, extra_alphabet=extra_alphabet)
         make_mert(tmp / "mert", seed=seed)
     encoder = load_encoder(str(tmp / "mert"))
     llm = load_llm(str(tmp / "llm"))

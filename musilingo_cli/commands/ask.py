@@ -105,6 +105,18 @@ def command(
     retry_errors: bool = typer.Option(
         False, "--retry-errors", help="On a rerun, answer again the items whose record is an error."
     ),
+    quantize: Optional[str] = typer.Option(
+        None,
+        "--quantize",
+        help="Load the LLM in 8bit or 4bit (NF4) through bitsandbytes: less GPU memory; the encoder keeps its dtype.",
+    ),
+    json_schema: Optional[str] = typer.Option(
+        None,
+        "--json-schema",
+        help="Answers follow this JSON Schema file (constrained decoding; records carry the parsed object), or "
+        "'catalogue': genre, mood, instruments, tempo, key, vocals, caption (asks its own question unless you give "
+        "one).",
+    ),
 ) -> None:
     """Answer questions about music: `musilingo ask song.wav "What genre?"`, or many files, folders, manifests."""
     as_json = output_format(fmt, ("text", "json"), as_json) == "json"
@@ -113,6 +125,10 @@ def command(
     from musilingo_cli.model.hub import go_offline_if_unreachable
     from musilingo_cli.pipelines.ask import AskConfig, collect_items, run
 
+    if json_schema and not (question or caption or manifest) and args and Path(args[-1]).exists():
+        from musilingo_cli.model.structured import BUILTIN, builtin_prompt  # lazy: as the pipeline import above
+
+        question = [builtin_prompt(json_schema)] if json_schema in BUILTIN else question
     inputs, questions = split_question(list(args or []), list(question or []), caption, manifest)
     single = manifest is None and len(inputs) == 1 and Path(inputs[0]).is_file() and len(questions) + caption == 1
     config = AskConfig(
@@ -137,6 +153,8 @@ def command(
         compile=compile_,
         workers=workers,
         retry_errors=retry_errors,
+        json_schema=json_schema,
+        quantize=quantize,
     )
     in_order = InputOrder(_printer(as_json, single, quiet=output is not None))
     config.on_record = in_order

@@ -51,6 +51,9 @@ def command(
         None, "--encoder", help="With --model: replace its audio encoder (hub id or directory)."
     ),
     llm: Optional[str] = typer.Option(None, "--llm", help="With --model: replace its LLM (hub id or directory)."),
+    quantize: Optional[str] = typer.Option(
+        None, "--quantize", help="With --model: load the LLM in 8bit or 4bit (NF4) through bitsandbytes."
+    ),
     preset: str = typer.Option(
         "official",
         "--preset",
@@ -179,6 +182,7 @@ def command(
             "dtype": dtype,
             "batch_size": batch_size,
             "seed": seed,
+            "quantize": quantize,
         },
     )
     hub_specs = [] if no_bertscore else [bertscore_model]

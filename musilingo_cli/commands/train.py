@@ -213,6 +213,31 @@ def command(
         help="Recompute LLM activations in the backward pass (less memory, slower).",
         rich_help_panel=_ENGINE,
     ),
+    lora: Optional[bool] = typer.Option(
+        None,
+        "--lora/--no-lora",
+        help="Also train LoRA weights on the LLM (peft), saved in PEFT's format under lora/.",
+        rich_help_panel=_OPT,
+    ),
+    lora_rank: Optional[int] = typer.Option(None, "--lora-rank", help="LoRA rank r (default 16).", rich_help_panel=_OPT),
+    lora_alpha: Optional[float] = typer.Option(
+        None, "--lora-alpha", help="LoRA alpha: the update is alpha/r * B@A (default 32).", rich_help_panel=_OPT
+    ),
+    lora_dropout: Optional[float] = typer.Option(
+        None, "--lora-dropout", help="Dropout on the LoRA branch while training (default 0.05).", rich_help_panel=_OPT
+    ),
+    lora_targets: Optional[str] = typer.Option(
+        None,
+        "--lora-targets",
+        help="Comma-separated linear layers to adapt (default: q,k,v,o,gate,up,down_proj).",
+        rich_help_panel=_OPT,
+    ),
+    quantize: Optional[str] = typer.Option(
+        None,
+        "--quantize",
+        help="Frozen LLM in 8bit or 4bit (NF4, bitsandbytes); with --lora, 4bit is QLoRA.",
+        rich_help_panel=_ENGINE,
+    ),
     compile: Optional[bool] = typer.Option(
         None,
         "--compile/--no-compile",
@@ -263,6 +288,12 @@ def command(
         deepspeed_config=deepspeed_config,
         gradient_checkpointing=gradient_checkpointing,
         compile=compile,
+        lora=lora,
+        lora_rank=lora_rank,
+        lora_alpha=lora_alpha,
+        lora_dropout=lora_dropout,
+        lora_targets=lora_targets.split(",") if lora_targets else None,
+        quantize=quantize,
     )
     config = resolve_config(overrides, config_file)
     rank0 = int(os.environ.get("RANK", "0")) == 0

@@ -57,7 +57,7 @@ def read_checkpoint(directory: str | Path) -> tuple[ModelConfig, dict[str, torch
         raise CheckpointError(f"{directory} has {CONFIG_FILE} but no {ADAPTER_FILE}: the checkpoint is incomplete")
     body = json.loads((directory / CONFIG_FILE).read_text())
     body.pop("training", None)
-    for part in ("encoder", "llm", "tokenizer"):  # parts saved inside the checkpoint travel with it
+    for part in ("encoder", "llm", "tokenizer", "lora"):  # parts saved inside the checkpoint travel with it
         value = body.get(part)
         if value and not Path(value).is_absolute() and (directory / value).is_dir():
             body[part] = str(directory / value)

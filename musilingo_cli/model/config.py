@@ -57,6 +57,8 @@ class ModelConfig:
         stage: "pretrain" or "finetune".
         normalize_audio: per-clip zero-mean/unit-variance input; None = the encoder's
             preprocessor_config decides.
+        lora: folder of LoRA weights for the LLM in PEFT's format ("lora" inside a checkpoint),
+            merged into the LLM when the model is loaded; None = no LoRA (model/lora.py).
     """
 
     encoder: str = OFFICIAL_ENCODER
@@ -72,6 +74,7 @@ class ModelConfig:
     max_txt_len: int = 160
     stage: Literal["pretrain", "finetune"] = "finetune"
     normalize_audio: bool | None = None
+    lora: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     version: str = __version__
 

@@ -107,11 +107,14 @@ class Decoder:
 
     @torch.no_grad()
     def generate(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, settings: GenerationSettings,
-                 eos_ids: list[int], pad_id: int, stop: Callable[[list[list[int]]], list[bool]] | None = None) -> torch.Tensor:
+                 eos_ids: list[int], pad_id: int, stop: Callable[[list[list[int]]], list[bool]] | None = None,
+                 constraint=None) -> torch.Tensor:
         """New tokens [B, n <= max_new_tokens] (on the host) for left-padded prompts.
 
         A row ends at an EOS id (later tokens are `pad_id`) or when `stop` says its recent tokens
         hold the stop string (its later tokens are whatever came; the caller cuts at the string).
+        `constraint` (structured.JsonConstraint) masks the logits before each choice and follows
+        the chosen tokens: one host sync per token, on top of the step (graphs still apply).
         """
         batch, width = attention_mask.shape
         device = inputs_embeds.device
@@ -131,9 +134,14 @@ class Decoder:
         for k in range(settings.max_new_tokens):
             if k < settings.min_new_tokens and len(eos_ids):
                 logits = logits.float().index_fill(1, eos, float("-inf"))
+            if constraint is not None:
+                alive = unfinished.tolist()
+                logits = constraint.mask(logits.float(), alive)
             token = torch.where(unfinished, choose_tokens(logits.float(), settings), pad_id)
             tokens[:, k] = token
             unfinished &= ~torch.isin(token, eos)
+            if constraint is not None:
+                constraint.accept(token.tolist(), alive)
             if k + 1 == settings.max_new_tokens or ((k + 1) % CHECK_EVERY == 0 and self._all_done(tokens, k + 1, unfinished, stopped, stop)):
                 return tokens[:, :k + 1].cpu()
             # with CUDA graphs, `logits` is overwritten by the next replay: it is read before that

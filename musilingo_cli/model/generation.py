@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,7 @@ class GenerationSettings:
     min_new_tokens: int = 0
     num_beams: int = 1
     repetition_penalty: float = 1.0
+    json_schema: str | None = None  # compact JSON Schema text: answers are constrained to it (structured.py)
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> GenerationSettings:
@@ -52,8 +54,11 @@ class GenerationSettings:
         return kwargs
 
     def to_dict(self) -> dict[str, Any]:
-        """For records: every answer says how it was decoded."""
-        return dataclasses.asdict(self)
+        """For records: every answer says how it was decoded (a JSON schema by its digest)."""
+        body = dataclasses.asdict(self)
+        if self.json_schema is not None:
+            body["json_schema"] = "sha256:" + hashlib.sha256(self.json_schema.encode()).hexdigest()[:16]
+        return body
 
 
 def postprocess(text: str, end_sym: str) -> str:

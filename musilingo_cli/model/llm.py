@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from musilingo_cli.core.errors import CheckpointError
+from musilingo_cli.core.errors import CheckpointError, ConfigError
 from musilingo_cli.model.hub import resolve_dir
 
 LLM_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken"]
@@ -35,16 +35,43 @@ def load_tokenizer(name_or_path: str):
     return tokenizer
 
 
-def load_llm(name_or_path: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
-    """A frozen causal LM in eval mode (hub id or local directory; never remote code)."""
+QUANTIZE = ("8bit", "4bit")
+
+
+def quantization_config(quantize: str, compute_dtype: torch.dtype):
+    """--quantize 8bit | 4bit -> transformers' BitsAndBytesConfig: LLM.int8() (Dettmers et al. 2022,
+    arXiv:2208.07339; the official MusiLingo low-resource mode) or NF4 with double quantization
+    (QLoRA, arXiv:2305.14314), computing in `compute_dtype`. bitsandbytes runs on CUDA and, since
+    0.46, on CPU. Raises ConfigError for another value or when bitsandbytes is missing."""
+    if quantize not in QUANTIZE:
+        raise ConfigError(f"--quantize {quantize!r}: use 8bit or 4bit (or leave it out for bf16/fp32)")
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError("--quantize needs bitsandbytes: pip install 'musilingo-cli[quantize]'")
+    from transformers import BitsAndBytesConfig
+
+    if quantize == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute_dtype)
+
+
+def load_llm(name_or_path: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+             quantize: str | None = None):
+    """A frozen causal LM in eval mode (hub id or local directory; never remote code); `quantize`
+    (8bit | 4bit) loads its linear layers through bitsandbytes, the rest in `dtype`."""
     from transformers import AutoModelForCausalLM
 
     directory = resolve_dir(name_or_path, "LLM", LLM_FILES)
+    extra = {}
+    if quantize:
+        extra = {"quantization_config": quantization_config(quantize, dtype), "device_map": {"": str(device)}}
     try:
-        model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype, trust_remote_code=False)
+        model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype, trust_remote_code=False, **extra)
     except ValueError as err:
         raise CheckpointError(f"LLM {name_or_path!r} cannot be loaded as a causal LM without remote code ({str(err).splitlines()[0]})") from None
-    return freeze(model.to(device))
+    return freeze(model if quantize else model.to(device))
 
 
 def freeze(model: torch.nn.Module) -> torch.nn.Module:

@@ -30,6 +30,7 @@ from musilingo_cli.model.checkpoint import is_checkpoint, read_checkpoint, read_
 from musilingo_cli.model.config import OFFICIAL_ENCODER, OFFICIAL_LLM, EncoderInfo, ModelConfig
 from musilingo_cli.model.encoder import AudioEncoder, describe_encoder, load_encoder, mert_to_hubert_config
 from musilingo_cli.model.llm import freeze, load_llm, load_tokenizer, parse_dtype
+from musilingo_cli.model.lora import merge_lora
 from musilingo_cli.model.musilingo import MusiLingo
 from musilingo_cli.model.named_encoders import load_named_encoder, named_encoder
 
@@ -99,10 +100,14 @@ def load_encoder_part(spec: str, device: str | torch.device = "cpu", dtype: torc
                                  release.release_normalize(opened.directory))
 
 
-def load_llm_part(spec: str, device: str | torch.device, dtype: torch.dtype):
-    """(frozen causal LM, tokenizer or None) from a plain LLM spec or the Vicuna inside a release."""
+def load_llm_part(spec: str, device: str | torch.device, dtype: torch.dtype, quantize: str | None = None):
+    """(frozen causal LM, tokenizer or None) from a plain LLM spec or the Vicuna inside a release;
+    `quantize` (8bit | 4bit, bitsandbytes) only for a plain LLM folder or hub id."""
     if not release.is_release(spec):
-        return load_llm(spec, device=device, dtype=dtype), None
+        return load_llm(spec, device=device, dtype=dtype, quantize=quantize), None
+    if quantize:
+        raise ConfigError(f"--quantize works with a plain LLM folder; {spec} is an official release: pass "
+                          "--llm lmsys/vicuna-7b-v1.5 (or a saved Vicuna folder) with it")
     opened = release.open_release(spec)
     lm = build_release_llm(opened.read("llm", device, dtype), device, opened.head_dim_hint())
     return lm, release.load_release_tokenizer(opened.directory)[0]
@@ -158,7 +163,7 @@ def _assign(model: torch.nn.Module, state: dict, what: str, rebuild: dict | None
 
 def load_model(model: str | None = None, encoder: str | None = None, llm: str | None = None,
                device: str = "cpu", dtype: str | torch.dtype = "fp32", encoder_dtype: str | torch.dtype = "fp32",
-               with_encoder: bool = True) -> MusiLingo:
+               with_encoder: bool = True, quantize: str | None = None) -> MusiLingo:
     """A ready MusiLingo from a --model spec, --encoder/--llm replacing its parts. With no --model,
     --encoder and --llm give a freshly initialised adapter (smoke tests, benchmarks).
     Raises ConfigError / CheckpointError with one line saying what to pass instead."""
@@ -169,26 +174,32 @@ def load_model(model: str | None = None, encoder: str | None = None, llm: str | 
         warn("no adapter weights: using a freshly initialised adapter, so answers are meaningless "
              "(fine for smoke tests and benchmarks)")
         fresh = ModelConfig.for_stage("finetune", encoder=encoder, llm=llm, pool_window=encoder_info(encoder).pool_window)
-        return assemble(fresh, None, device, dtype, encoder_dtype, with_encoder)
+        return assemble(fresh, None, device, dtype, encoder_dtype, with_encoder, quantize=quantize)
     if spec_kind(model) == "pth" and not llm:
         raise ConfigError(f"{model}: official .pth adapters were trained on Vicuna-7B v0; pass --llm with a merged "
                           "Vicuna-7B v0 directory, or use a full official release: --model short|long|musicqa")
     config, state = read_adapter(model)
-    return assemble(with_parts(config, encoder, llm), state, device, dtype, encoder_dtype, with_encoder)
+    return assemble(with_parts(config, encoder, llm), state, device, dtype, encoder_dtype, with_encoder,
+                    quantize=quantize)
 
 
 def assemble(config: ModelConfig, state: dict[str, torch.Tensor] | None, device: str = "cpu",
              dtype: str | torch.dtype = "fp32", encoder_dtype: str | torch.dtype = "fp32",
-             with_encoder: bool = True, llm_model: torch.nn.Module | None = None, tokenizer=None) -> MusiLingo:
+             with_encoder: bool = True, llm_model: torch.nn.Module | None = None, tokenizer=None,
+             quantize: str | None = None) -> MusiLingo:
     """Load the parts `config` names (the LLM and tokenizer may be given already loaded, as
-    training does) and the adapter weights. Without the encoder, its shapes come from its config."""
+    training does; then `config.lora` is not applied) and the adapter weights; `quantize` (8bit |
+    4bit) loads the LLM through bitsandbytes, the encoder stays in `encoder_dtype`. Without the
+    encoder, its shapes come from its config."""
     enc = load_encoder_part(config.encoder, device, parse_dtype(encoder_dtype)) if with_encoder else None
     if enc is not None and config.normalize_audio is not None:
         enc.normalize = config.normalize_audio
     lm, tok = llm_model, tokenizer
     if lm is None:
-        lm, part_tok = load_llm_part(config.llm, device, parse_dtype(dtype))
+        lm, part_tok = load_llm_part(config.llm, device, parse_dtype(dtype), quantize)
         tok = tok if tok is not None else part_tok
+        if config.lora:  # LoRA weights trained with the adapter (train --lora), merged in
+            lm = merge_lora(lm, config.lora)
     if tok is None:
         tok = load_tokenizer_part(config.tokenizer or config.llm)
     model = MusiLingo(_with_shapes(config, enc, lm), lm, tok, enc)

@@ -18,10 +18,13 @@ import torch
 from torch import nn
 from transformers import StoppingCriteriaList
 
+from musilingo_cli.core.console import warn
+from musilingo_cli.core.errors import ConfigError
 from musilingo_cli.model.adapter import Adapter, combine_and_pool
 from musilingo_cli.model.config import AUDIO_HERE, AUDIO_SLOT, ModelConfig
 from musilingo_cli.model.encoder import AudioEncoder
 from musilingo_cli.model.generation import GenerationSettings, postprocess
+from musilingo_cli.model.structured import JsonGrammar
 
 AUDIO_ID = -1  # placeholder id in token rows; never reaches the embedding table
 IGNORE = -100  # label of every position that is not target
@@ -146,6 +149,14 @@ class MusiLingo(nn.Module):
         settings = settings or GenerationSettings.from_preset("greedy")
         batch = self.build_batch(features, questions, padding_side="left")
         mask = batch.attention_mask.to(batch.inputs_embeds.device)
+        if settings.json_schema is not None:  # constrained: no stop string (it may sit inside a JSON string)
+            if settings.needs_transformers:
+                raise ConfigError("--json-schema works with greedy or sampling decoding, not beam search or "
+                                  "repetition penalties")
+            constraint = self._json_grammar(settings.json_schema).start(len(features))
+            out = self._decoder(compile).generate(batch.inputs_embeds, mask, settings, self._eos_ids(),
+                                                  self.tokenizer.pad_token_id, None, constraint)
+            return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
         if settings.needs_transformers:
             out = self._transformers_generate(batch.inputs_embeds, mask, settings)
         else:
@@ -160,11 +171,24 @@ class MusiLingo(nn.Module):
         from musilingo_cli.model.decoding import Decoder
 
         decoders = self.__dict__.setdefault("_decoders", {})  # kept off nn.Module's registries
+        if compile and getattr(self.llm, "is_quantized", False):  # bitsandbytes kernels do not compile
+            if not self.__dict__.get("_quantized_note"):  # one note per model
+                self.__dict__["_quantized_note"] = True
+                warn("--compile does not apply to a quantized LLM: decoding with the eager step (a CUDA graph on CUDA)")
+            compile = False
         if compile not in decoders:
             on_cuda = next(self.llm.parameters()).device.type == "cuda"
             mode = ("compiled" if compile else "eager") if not on_cuda else ("compiled-graph" if compile else "graph")
             decoders[compile] = Decoder(self.llm, mode)
         return decoders[compile]
+
+    def _json_grammar(self, schema_text: str):
+        """The schema compiled for this tokenizer, once per schema (structured.JsonGrammar)."""
+        grammars = self.__dict__.setdefault("_grammars", {})  # kept off nn.Module's registries
+        if schema_text not in grammars:
+            vocab = self.llm.get_output_embeddings().weight.shape[0]
+            grammars[schema_text] = JsonGrammar(self.tokenizer, vocab, self._eos_ids(), schema_text)
+        return grammars[schema_text]
 
     def _eos_ids(self) -> list[int]:
         """The ids that end an answer, as transformers' generate reads them (generation config first)."""

@@ -25,6 +25,7 @@ from musilingo_cli.data.inputs import Item
 from musilingo_cli.model.adapter import num_audio_tokens
 from musilingo_cli.model.context import PromptTooLong, check_prompt, context_length, text_positions
 from musilingo_cli.model.generation import GenerationSettings
+from musilingo_cli.model.structured import check_answer
 
 # Items gathered before encoding and sorting into generation batches, per generation batch:
 # a larger window pads less but holds more decoded audio.
@@ -268,7 +269,10 @@ def _generate_window(
                 error = f"generation failed: {_reason(answer, item)}"
                 writer.write(_record(item, stamp, error=error, clip=clip, tokens=feats.shape[-2], seconds=share))
             else:
-                writer.write(_record(item, stamp, answer=answer, clip=clip, tokens=feats.shape[-2], seconds=share))
+                record = _record(item, stamp, answer=answer, clip=clip, tokens=feats.shape[-2], seconds=share)
+                if settings.json_schema is not None:  # --json-schema: the parsed, validated object (or why not)
+                    record["json"], record["error"] = check_answer(answer, settings.json_schema)
+                writer.write(record)
         writer.sync()
 
 

@@ -32,6 +32,7 @@ from musilingo_cli.core.journal import Journal
 from musilingo_cli.data.inputs import Item, expand_paths, items_for, read_manifest
 from musilingo_cli.model.config import CAPTION_INSTRUCTION
 from musilingo_cli.model.generation import GenerationSettings
+from musilingo_cli.model.structured import read_schema
 from musilingo_cli.pipelines.answering import answer_all
 
 
@@ -82,6 +83,8 @@ class AskConfig:
     retry_errors: bool = False
     on_record: Callable[[dict[str, Any]], None] | None = None
     generate_options: dict[str, Any] = field(default_factory=dict)
+    json_schema: str | None = None  # a JSON Schema file or a bundled name (catalogue): answers follow it
+    quantize: str | None = None  # 8bit | 4bit: the LLM through bitsandbytes (model/llm.py)
 
 
 def run(config: AskConfig, model=None) -> dict[str, Any]:
@@ -91,7 +94,8 @@ def run(config: AskConfig, model=None) -> dict[str, Any]:
     dtype settings then only pick defaults such as the batch size.
     """
     config = resolve_config(config)
-    settings = GenerationSettings.from_preset(config.preset, max_new_tokens=config.max_new_tokens,
+    schema = read_schema(config.json_schema) if config.json_schema else None  # checked before any model loads
+    settings = GenerationSettings.from_preset(config.preset, max_new_tokens=config.max_new_tokens, json_schema=schema,
                                               **config.generate_options)
     items = collect_items(config)
     journal = Journal(config.output, key=lambda r: r["id"], lock=True) if config.output else None
@@ -149,6 +153,7 @@ def model_spec(config: AskConfig) -> str:
     parts = [config.model or "untrained-adapter"]
     parts += [f"encoder={config.encoder}"] if config.encoder else []
     parts += [f"llm={config.llm}"] if config.llm else []
+    parts += [f"quantize={config.quantize}"] if config.quantize else []
     return " ".join(parts)
 
 
@@ -186,7 +191,7 @@ def load_for(config: AskConfig):
 
     _seed(config.seed)  # a fresh adapter (no --model) is initialised from --seed: identical runs agree
     model = load_model(config.model, encoder=config.encoder, llm=config.llm, device=config.device,
-                       dtype=config.dtype, encoder_dtype=config.encoder_dtype)
+                       dtype=config.dtype, encoder_dtype=config.encoder_dtype, quantize=config.quantize)
     if model.encoder is None:
         raise ConfigError("this model has no audio encoder; pass --encoder")
     return model

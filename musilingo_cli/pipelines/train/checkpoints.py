@@ -17,9 +17,11 @@ from musilingo_cli.core.console import stderr
 from musilingo_cli.core.errors import CheckpointError, ConfigError
 from musilingo_cli.core.journal import atomic_dir, atomic_path, atomic_write_text
 from musilingo_cli.model.checkpoint import save_checkpoint
+from musilingo_cli.model.lora import save_lora
 from musilingo_cli.pipelines.train.config import TrainConfig, config_yaml
 from musilingo_cli.pipelines.train.data_source import DataOrder
 from musilingo_cli.pipelines.train.distributed import _barrier
+from musilingo_cli.pipelines.train.lora import lora_state
 
 RNG_FILE = "rng_rank{rank}.pt"  # beside DeepSpeed's files in each deepspeed/step_N/
 
@@ -78,9 +80,12 @@ def _save(engine, model, config: TrainConfig, out: Path, step: int, order: DataO
     with atomic_path(directory / f"step_{step}" / RNG_FILE.format(rank=engine.global_rank)) as tmp:
         torch.save(_rng_state(), tmp)
     state = adapter_state(engine)
+    lora = lora_state(engine, model)
     _barrier()
     if rank0:
         training = {"step": step, "loss": loss, "stage": config.stage, "preset": config.preset, "data": config.data}
+        if lora is not None:  # written before musilingo.json, which names it
+            save_lora(model.llm, out / "checkpoints" / f"step_{step}" / model.config.lora, lora)
         target = save_checkpoint(out / "checkpoints" / f"step_{step}", model.config, state, training=training)
         atomic_write_text(target / "train_config.yaml", config_yaml(config))
         with atomic_dir(out / "final") as tmp:

@@ -104,6 +104,13 @@ class TrainConfig:
     deepspeed_config: str | None = None  # a user's own JSON; batch sizes and precision are filled in
     gradient_checkpointing: bool = False
     compile: bool = False  # torch.compile the frozen LLM (dynamic shapes): the fastest cached step on GPUs
+    # LoRA on the LLM, trained with the adapter (pipelines/train/lora.py)
+    lora: bool = False
+    lora_rank: int = 16
+    lora_alpha: float = 32.0
+    lora_dropout: float = 0.05
+    lora_targets: list[str] | None = None  # default: Llama attention + MLP projections
+    quantize: str | None = None  # 8bit | 4bit frozen LLM (bitsandbytes); 4bit + lora = QLoRA
     # features
     cache: bool = True
     cache_dir: str | None = None  # default: {out}/features

@@ -11,8 +11,10 @@ from typing import Any
 from musilingo_cli.core.errors import ConfigError
 from musilingo_cli.model.config import OFFICIAL_ENCODER, OFFICIAL_LLM, ModelConfig
 from musilingo_cli.model.loader import assemble, encoder_info, read_adapter
+from musilingo_cli.model.lora import lora_modules
 from musilingo_cli.pipelines.train.config import TrainConfig
 from musilingo_cli.pipelines.train.distributed import Dist
+from musilingo_cli.pipelines.train.lora import add_lora, check_init
 from musilingo_cli.pipelines.train.schedule import warmup_cosine_lr
 
 
@@ -22,6 +24,7 @@ def model_config_for(config: TrainConfig):
     base, state = None, None
     if config.init:
         base, state = read_adapter(config.init)
+        check_init(config, base)
     encoder = config.encoder or (base.encoder if base else OFFICIAL_ENCODER)
     llm = config.llm or (base.llm if base else OFFICIAL_LLM)
     info = encoder_info(encoder)
@@ -44,6 +47,8 @@ def _trainable_module(model):
         def __init__(self):
             super().__init__()
             self.adapter = model.adapter
+            if model.config.lora:  # train --lora: only the LoRA containers, never the frozen LLM
+                self.lora = lora_modules(model.llm)
             object.__setattr__(self, "musilingo", model)
 
         def forward(self, features, questions, answers):
@@ -99,6 +104,7 @@ def _build_model(config: TrainConfig, model_config, init_state, dist_info: Dist,
         dtype=dtype,
         encoder_dtype=config.encoder_dtype,
         with_encoder=with_encoder,
+        quantize=config.quantize,
     )
     if init_state is None:
         # the same initial adapter whatever ran before (a cold cache pass builds the encoder and
@@ -106,6 +112,7 @@ def _build_model(config: TrainConfig, model_config, init_state, dist_info: Dist,
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             model.adapter.proj.reset_parameters()
+    add_lora(model, config)
     if config.gradient_checkpointing:
         # HF only checkpoints in train mode; the LLM's weights stay frozen (Llama has no dropout)
         model.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

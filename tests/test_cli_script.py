@@ -84,7 +84,7 @@ def test_writing_onto_a_folder_is_one_line_naming_it(tmp_path):
     folder = tmp_path / "answers"
     folder.mkdir()
     done = musilingo("ask", str(song), "What genre?", "-o", str(folder), "--encoder", "x/y", "--llm", "x/z")
-    assert done.returncode == 1, done.stderr
+    assert done.returncode == 2, done.stderr  # a bad -o is an option error
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and str(folder) in lines[0], done.stderr
     assert "folder" in lines[0]

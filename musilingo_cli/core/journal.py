@@ -124,7 +124,8 @@ class Journal:
                               "wait for it to finish or choose another output file") from None
         except OSError as err:
             self.close()
-            raise ConfigError(f"{self.path}: cannot write the output file here ({err.strerror or err}); "
+            what = "it is a folder" if self.path.is_dir() else (err.strerror or str(err))
+            raise ConfigError(f"{self.path}: cannot write the output file here ({what}); "
                               "choose another output file") from None
         try:
             self.records = read_jsonl(self.path)

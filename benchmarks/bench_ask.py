@@ -55,14 +55,34 @@ def build(device: str, full: bool, tmp: Path):
     tok = load_tokenizer(str(tmp / "tok"))
     dtype = torch.bfloat16 if full else torch.float32
     if full:  # MERT-v1-330M and a Vicuna-7B-shaped Llama
-        mert = {**mert_config_dict(1024, 24), "num_attention_heads": 16, "intermediate_size": 4096,
-                "conv_dim": [512] * 7, "num_conv_pos_embeddings": 128, "num_conv_pos_embedding_groups": 16}
-        llm_cfg = LlamaConfig(vocab_size=32001, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                              num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=2048)
+        mert = {
+            **mert_config_dict(1024, 24),
+            "num_attention_heads": 16,
+            "intermediate_size": 4096,
+            "conv_dim": [512] * 7,
+            "num_conv_pos_embeddings": 128,
+            "num_conv_pos_embedding_groups": 16,
+        }
+        llm_cfg = LlamaConfig(
+            vocab_size=32001,
+            hidden_size=4096,
+            intermediate_size=11008,
+            num_hidden_layers=32,
+            num_attention_heads=32,
+            num_key_value_heads=32,
+            max_position_embeddings=2048,
+        )
     else:
         mert = mert_config_dict()
-        llm_cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+        llm_cfg = LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+        )
     llm_cfg.update({"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": None})
     torch.manual_seed(0)
     previous = torch.get_default_dtype()
@@ -76,8 +96,14 @@ def build(device: str, full: bool, tmp: Path):
     # a legacy torch.Tensor(...) parameter (masked_spec_embed) ignores the device context
     encoder = AudioEncoder(hubert.to(device), 24000, normalize=True)
     llm.to(device)
-    config = ModelConfig.for_stage("finetune", encoder="random", llm="random", encoder_hidden_size=hubert.config.hidden_size,
-                                   llm_hidden_size=llm_cfg.hidden_size, num_hidden_states=encoder.num_hidden_states)
+    config = ModelConfig.for_stage(
+        "finetune",
+        encoder="random",
+        llm="random",
+        encoder_hidden_size=hubert.config.hidden_size,
+        llm_hidden_size=llm_cfg.hidden_size,
+        num_hidden_states=encoder.num_hidden_states,
+    )
     config = dataclasses.replace(config, end_sym="")  # no stop string: every answer is exactly N tokens
     model = MusiLingo(config, freeze(llm), tok, encoder)
     model.adapter.to(device)
@@ -86,11 +112,13 @@ def build(device: str, full: bool, tmp: Path):
 
 def bench_encoder(model, device: str, batch: int, repeats: int) -> dict:
     clip = torch.randn(batch, 10 * 24000) * 0.1
-    model.encode(clip[:1]); model.encode(clip); sync(device)  # warm-up
+    model.encode(clip[:1])
+    model.encode(clip)
+    sync(device)  # warm-up
     t0 = time.perf_counter()
     for _ in range(repeats):
         for k in range(batch):
-            model.encode(clip[k:k + 1])
+            model.encode(clip[k : k + 1])
     sync(device)
     alone = (time.perf_counter() - t0) / (repeats * batch)
     t0 = time.perf_counter()
@@ -101,8 +129,10 @@ def bench_encoder(model, device: str, batch: int, repeats: int) -> dict:
     return {"alone_ms": alone * 1e3, "batched_ms": batched * 1e3}
 
 
-HF = {"hf-dynamic": "transformers generate, dynamic cache",
-      "hf-static": "transformers generate, static cache + compile"}
+HF = {
+    "hf-dynamic": "transformers generate, dynamic cache",
+    "hf-static": "transformers generate, static cache + compile",
+}
 
 
 def label(how: str) -> str:
@@ -140,28 +170,45 @@ def bench_decode(model, device: str, tokens: int, how: str, batch: int = 1) -> f
         t0 = time.perf_counter()
         if decoder is None:
             static = {"cache_implementation": "static"} if how == "hf-static" else {"disable_compile": True}
-            model.llm.generate(inputs_embeds=prompt.inputs_embeds, attention_mask=mask, pad_token_id=0,
-                               **settings.generate_kwargs(), **static)
+            model.llm.generate(
+                inputs_embeds=prompt.inputs_embeds,
+                attention_mask=mask,
+                pad_token_id=0,
+                **settings.generate_kwargs(),
+                **static,
+            )
         else:
             decoder.generate(prompt.inputs_embeds, mask, settings, [2], 0)
         sync(device)
         return time.perf_counter() - t0
 
-    timed(tokens); timed(1)  # warm-up (compiles on CUDA)
+    timed(tokens)
+    timed(1)  # warm-up (compiles on CUDA)
     return (timed(tokens) - timed(1)) / (tokens - 1) * 1e3
 
 
 def job_config(device: str, files: list[str], batch: int, enc_batch: int, compiled: bool, workers: int | None):
     from musilingo_cli.pipelines.ask import AskConfig
 
-    return AskConfig(inputs=files, questions=["Describe the music in detail."], preset="greedy", max_new_tokens=64,
-                     device=device, dtype="bf16" if device.startswith("cuda") else "fp32", batch_size=batch,
-                     encoder_batch_size=enc_batch, compile=compiled, workers=workers,
-                     generate_options={"min_new_tokens": 64}, on_record=lambda r: None)
+    return AskConfig(
+        inputs=files,
+        questions=["Describe the music in detail."],
+        preset="greedy",
+        max_new_tokens=64,
+        device=device,
+        dtype="bf16" if device.startswith("cuda") else "fp32",
+        batch_size=batch,
+        encoder_batch_size=enc_batch,
+        compile=compiled,
+        workers=workers,
+        generate_options={"min_new_tokens": 64},
+        on_record=lambda r: None,
+    )
 
 
-def bench_job(model, device: str, files: list[str], batch: int, enc_batch: int, compiled: bool,
-              workers: int | None) -> float:
+def bench_job(
+    model, device: str, files: list[str], batch: int, enc_batch: int, compiled: bool, workers: int | None
+) -> float:
     """Clips per second through the real ask pipeline (decode threads, encoder, generate, records)."""
     from musilingo_cli.pipelines.ask import run
 
@@ -189,6 +236,7 @@ def job_breakdown(model, device: str, files: list[str], batch: int, enc_batch: i
             out = fn(*args, **kwargs)
             spent[name] += time.perf_counter() - t0
             return out
+
         return timed
 
     def waited(*args, **kwargs):
@@ -215,9 +263,11 @@ def job_breakdown(model, device: str, files: list[str], batch: int, enc_batch: i
         answering.decode_ahead = real_ahead
         del model.encode, model.generate  # back to the class's methods
     rest = total - spent["generate"]
-    return (f"{total:.2f} s: main thread generating {spent['generate']:.2f} s, the rest (incl. waiting for the "
-            f"encoder thread) {rest:.2f} s; encoder thread encoding {spent['encode']:.2f} s and waiting for "
-            f"decoded audio {spent['wait for audio']:.2f} s (overlapped)")
+    return (
+        f"{total:.2f} s: main thread generating {spent['generate']:.2f} s, the rest (incl. waiting for the "
+        f"encoder thread) {rest:.2f} s; encoder thread encoding {spent['encode']:.2f} s and waiting for "
+        f"decoded audio {spent['wait for audio']:.2f} s (overlapped)"
+    )
 
 
 def write_clips(directory: Path, n: int) -> list[str]:
@@ -238,12 +288,17 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--full-size", action="store_true", help="MERT-330M + 7B Llama shapes in bf16 (GPU)")
     parser.add_argument("--quick", action="store_true", help="fewer clips and repeats")
-    parser.add_argument("--clips", type=int, default=None, help="clips in the batched job (default 4 batches GPU / 64 CPU)")
+    parser.add_argument(
+        "--clips", type=int, default=None, help="clips in the batched job (default 4 batches GPU / 64 CPU)"
+    )
     parser.add_argument("--batch-size", type=int, default=None, help="generation batch (default 256 GPU / 16 CPU)")
     parser.add_argument("--encoder-batch-size", type=int, default=16)
     parser.add_argument("--workers", type=int, default=None, help="decoding threads (default: ask's)")
-    parser.add_argument("--only-job", action="store_true",
-                        help="only the product's defaults: decoding mode, encoder batch, the job and its decode step")
+    parser.add_argument(
+        "--only-job",
+        action="store_true",
+        help="only the product's defaults: decoding mode, encoder batch, the job and its decode step",
+    )
     args = parser.parse_args()
     cuda = args.device.startswith("cuda")
     batch = args.batch_size or (256 if cuda else 16)
@@ -252,10 +307,12 @@ def main() -> None:
 
     import transformers
 
-    say(f"bench_ask: device {args.device}"
+    say(
+        f"bench_ask: device {args.device}"
         + (f" ({torch.cuda.get_device_name()}, {os.cpu_count()} CPU cores)" if cuda else "")
         + f", {'full-size' if args.full_size else 'tiny'} random weights, torch {torch.__version__}, "
-        f"transformers {transformers.__version__}")
+        f"transformers {transformers.__version__}"
+    )
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = True
     with tempfile.TemporaryDirectory() as tmp:
@@ -273,8 +330,10 @@ def main() -> None:
         for size in [args.encoder_batch_size] if args.only_job else sorted({args.encoder_batch_size, 64}):
             enc = bench_encoder(model, args.device, size, 2 if args.quick else 5)
             per_clip[size] = enc["batched_ms"]
-            say(f"encoder, 10 s clip: one at a time {enc['alone_ms']:.2f} ms/clip, batch {size} "
-                f"{enc['batched_ms']:.2f} ms/clip ({enc['alone_ms'] / enc['batched_ms']:.2f}x)")
+            say(
+                f"encoder, 10 s clip: one at a time {enc['alone_ms']:.2f} ms/clip, batch {size} "
+                f"{enc['batched_ms']:.2f} ms/clip ({enc['alone_ms'] / enc['batched_ms']:.2f}x)"
+            )
         enc_batch = min(per_clip, key=per_clip.get)
         files = write_clips(Path(tmp), clips)
         together = bench_job(model, args.device, files, batch, enc_batch, True, args.workers)
@@ -283,7 +342,7 @@ def main() -> None:
         step = bench_decode(model, args.device, tokens, best, batch=batch)
         say(f"decode batch {batch}, {label(best)}: {step:.2f} ms/step, {batch * 1e3 / step:.0f} tokens/s")
         if not args.only_job:
-            baselines(args, model, cuda, tokens, per_token[best], files[:max(2, min(clips // 16, 8))], together)
+            baselines(args, model, cuda, tokens, per_token[best], files[: max(2, min(clips // 16, 8))], together)
         if cuda:
             say(f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
 
@@ -293,7 +352,7 @@ def baselines(args, model, cuda: bool, tokens: int, ours: float, files: list[str
     transformers' generate (and by torch.compile's own CUDA graphs)."""
     alone = bench_job(model, args.device, files, 1, 1, False, args.workers)
     say(f"job, one at a time, {len(files)} clips: {alone:.2f} clips/s (batched is {together / alone:.1f}x faster)")
-    for how in (["hf-dynamic", "hf-static", "reduce-overhead"] if cuda else ["hf-dynamic"]):
+    for how in ["hf-dynamic", "hf-static", "reduce-overhead"] if cuda else ["hf-dynamic"]:
         other = bench_decode(model, args.device, tokens, how)
         say(f"decode batch 1, {label(how)}: {other:.2f} ms/token (ours is {other / ours:.2f}x faster)")
 

@@ -27,12 +27,32 @@ from musilingo_cli.model.encoder import AudioEncoder, mert_to_hubert_config  # n
 from musilingo_cli.model.release import MERT_330M, VICUNA_7B  # noqa: E402
 
 RATE = 24000
-TINY_MERT = {**MERT_330M, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128,
-             "conv_dim": [32] * 7, "num_conv_pos_embeddings": 16, "num_conv_pos_embedding_groups": 4}
-FULL_LLM = {"vocab_size": 32001, "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
-            "num_attention_heads": 32, "num_key_value_heads": 32}
-TINY_LLM = {"vocab_size": 32001, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-            "num_attention_heads": 4, "num_key_value_heads": 4}
+TINY_MERT = {
+    **MERT_330M,
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 128,
+    "conv_dim": [32] * 7,
+    "num_conv_pos_embeddings": 16,
+    "num_conv_pos_embedding_groups": 4,
+}
+FULL_LLM = {
+    "vocab_size": 32001,
+    "hidden_size": 4096,
+    "intermediate_size": 11008,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 32,
+}
+TINY_LLM = {
+    "vocab_size": 32001,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 4,
+}
 
 
 def say(*args) -> None:
@@ -76,8 +96,10 @@ def bench_encoder(args, device: torch.device, proj: torch.nn.Linear) -> None:
     config = mert_to_hubert_config(MERT_330M if args.full_size else TINY_MERT)
     torch.manual_seed(0)
     base = build(HubertModel, config, device, torch.float32)
-    say(f"encoder: HubertModel hidden {config.hidden_size}, {config.num_hidden_layers} layers, "
-        f"{sum(p.numel() for p in base.parameters()) / 1e6:.1f} M params")
+    say(
+        f"encoder: HubertModel hidden {config.hidden_size}, {config.num_hidden_layers} layers, "
+        f"{sum(p.numel() for p in base.parameters()) / 1e6:.1f} M params"
+    )
     for enc_dtype in (torch.float32, torch.bfloat16):
         encoder = AudioEncoder(base.to(enc_dtype), RATE, normalize=False)
 
@@ -92,9 +114,11 @@ def bench_encoder(args, device: torch.device, proj: torch.nn.Linear) -> None:
                 with torch.no_grad():
                     ms = timed(lambda w=waves: encode(w), device, args.warmup, args.iters)
                 tokens = -(-encoder.frames(seconds * RATE) // 325)
-                say(f"  encode {str(enc_dtype).removeprefix('torch.'):8s} {seconds:2d} s clip, batch {batch}: "
-                    f"{ms:9.1f} ms/batch  {ms / batch:9.1f} ms/clip  ({tokens} audio tokens/clip)")
-    del base, encoder
+                say(
+                    f"  encode {str(enc_dtype).removeprefix('torch.'):8s} {seconds:2d} s clip, batch {batch}: "
+                    f"{ms:9.1f} ms/batch  {ms / batch:9.1f} ms/clip  ({tokens} audio tokens/clip)"
+                )
+    base = encoder = None  # free the encoder before the LLM is built
 
 
 def bench_decode(args, device: torch.device, proj: torch.nn.Linear, dtype: torch.dtype) -> None:
@@ -103,8 +127,11 @@ def bench_decode(args, device: torch.device, proj: torch.nn.Linear, dtype: torch
     config = LlamaConfig(**{**VICUNA_7B, **(FULL_LLM if args.full_size else TINY_LLM)})
     torch.manual_seed(1)
     llm = build(LlamaForCausalLM, config, device, dtype)
-    say(f"LLM: LlamaForCausalLM hidden {config.hidden_size}, {config.num_hidden_layers} layers, vocab {config.vocab_size}, "
-        f"{sum(p.numel() for p in llm.parameters()) / 1e6:.1f} M params, {str(dtype).removeprefix('torch.')}")
+    say(
+        f"LLM: LlamaForCausalLM hidden {config.hidden_size}, {config.num_hidden_layers} layers, "
+        f"vocab {config.vocab_size}, "
+        f"{sum(p.numel() for p in llm.parameters()) / 1e6:.1f} M params, {str(dtype).removeprefix('torch.')}"
+    )
     # the cache keyword was renamed (past_key_values -> cache) within transformers 5
     key = "cache" if "cache" in inspect.signature(llm.forward).parameters else "past_key_values"
     embed = llm.get_input_embeddings()
@@ -127,8 +154,10 @@ def bench_decode(args, device: torch.device, proj: torch.nn.Linear, dtype: torch
         ms_total = timed(lambda: decode(args.decode_steps), device, 1, args.iters)
     per_token = (ms_total - ms_prefill) / args.decode_steps
     say(f"  prefill {prompt.shape[1]} tokens (3 audio), batch 1: {ms_prefill:9.1f} ms")
-    say(f"  decode step, DynamicCache, batch 1:       {per_token:9.2f} ms/token  ({1000 / per_token:.0f} tokens/s, "
-        f"mean of {args.decode_steps} steps)")
+    say(
+        f"  decode step, DynamicCache, batch 1:       {per_token:9.2f} ms/token  ({1000 / per_token:.0f} tokens/s, "
+        f"mean of {args.decode_steps} steps)"
+    )
 
 
 def main() -> None:
@@ -145,12 +174,15 @@ def main() -> None:
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda given but torch sees no CUDA device")
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[
-        args.dtype or ("bf16" if device.type == "cuda" else "fp32")]
+        args.dtype or ("bf16" if device.type == "cuda" else "fp32")
+    ]
     import transformers
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    say(f"device {name}; torch {torch.__version__}, transformers {transformers.__version__}; "
-        f"{'full size' if args.full_size else 'tiny shapes'}; median of {args.iters} after {args.warmup} warm-ups")
+    say(
+        f"device {name}; torch {torch.__version__}, transformers {transformers.__version__}; "
+        f"{'full size' if args.full_size else 'tiny shapes'}; median of {args.iters} after {args.warmup} warm-ups"
+    )
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 encoder as users run it on Ampere+
     hidden = (FULL_LLM if args.full_size else TINY_LLM)["hidden_size"]

@@ -135,7 +135,8 @@ def main() -> None:
         same = all(fast["scores"].get(k) == v for k, v in base["scores"].items())
         print(
             f"{profile:16s} n={base['n']}  plain loop (model row, no floor) {base['seconds']:.2f} s "
-            f"(cpu {base['cpu']:.1f} s)  |  ours (model row + floor) {fast['seconds']:.2f} s (cpu {fast['cpu']:.1f} s)  |  "
+            f"(cpu {base['cpu']:.1f} s)  |  ours (model row + floor) {fast['seconds']:.2f} s "
+            f"(cpu {fast['cpu']:.1f} s)  |  "
             f"ratio {base['seconds'] / fast['seconds']:.2f}x wall, {base['cpu'] / fast['cpu']:.2f}x cpu  |  "
             f"identical numbers: {same}  |  load average {os.getloadavg()[0]:.1f}"
         )

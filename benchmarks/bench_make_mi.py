@@ -39,9 +39,16 @@ def write_captions(path: Path, n: int) -> Path:
 
 def measure(base_url: str, workdir: Path, concurrency: int, rpm: float, captions: int) -> tuple[float, int, int]:
     config = MakeMIConfig(
-        captions=write_captions(workdir / f"caps{concurrency}.csv", captions), out=workdir / f"out{concurrency}",
-        kinds=("short",), model="local-bench", base_url=base_url, concurrency=concurrency,
-        requests_per_minute=rpm, retry_base=0.01, timeout=5, show_progress=False,
+        captions=write_captions(workdir / f"caps{concurrency}.csv", captions),
+        out=workdir / f"out{concurrency}",
+        kinds=("short",),
+        model="local-bench",
+        base_url=base_url,
+        concurrency=concurrency,
+        requests_per_minute=rpm,
+        retry_base=0.01,
+        timeout=5,
+        show_progress=False,
     )
     start = time.perf_counter()
     summary = run(config)
@@ -57,7 +64,10 @@ def main() -> None:
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
     cap = args.rpm / 60
-    print(f"local server latency {args.latency * 1000:.0f} ms, rate limit {args.rpm:g} rpm ({cap:g} requests/s), kind short, 2 requests per caption")
+    print(
+        f"local server latency {args.latency * 1000:.0f} ms, rate limit {args.rpm:g} rpm ({cap:g} requests/s), "
+        "kind short, 2 requests per caption"
+    )
     print(f"{'concurrency':>11} {'captions':>8} {'seconds':>8} {'requests/s':>10} {'pairs/s':>8} {'vs c=1':>7}")
     base = None
     with ChatServer(latency=args.latency) as server, tempfile.TemporaryDirectory() as tmp:

@@ -52,7 +52,8 @@ def serve_only(args) -> None:
     """The server side: the random model behind pipelines.serve, until killed."""
     import uvicorn
 
-    from musilingo_cli.pipelines.serve import ServeConfig, build as build_server
+    from musilingo_cli.pipelines.serve import ServeConfig
+    from musilingo_cli.pipelines.serve import build as build_server
 
     with tempfile.TemporaryDirectory() as tmp:
         model = build(args.device, args.full_size, Path(tmp))

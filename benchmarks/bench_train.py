@@ -32,8 +32,10 @@ from musilingo_cli.model.config import ModelConfig  # noqa: E402
 from musilingo_cli.model.encoder import AudioEncoder, mert_to_hubert_config  # noqa: E402
 from musilingo_cli.model.musilingo import MusiLingo  # noqa: E402
 
-CAPTION = ("A mellow acoustic guitar plays a slow folk melody with soft female vocals, a gentle piano and light "
-           "percussion in the background; the mood is calm and nostalgic, like a quiet evening at home.")
+CAPTION = (
+    "A mellow acoustic guitar plays a slow folk melody with soft female vocals, a gentle piano and light "
+    "percussion in the background; the mood is calm and nostalgic, like a quiet evening at home."
+)
 
 
 def log(*parts) -> None:
@@ -62,7 +64,7 @@ def matmul_peak(device: str, quick: bool) -> float:
     n, dtype = (8192, torch.bfloat16) if device.startswith("cuda") else (1024, torch.float32)
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     seconds = timed(lambda: a @ b, device, 3, 5 if quick else 10)
-    return 2 * n ** 3 / seconds / 1e12
+    return 2 * n**3 / seconds / 1e12
 
 
 def build(device: str, full_size: bool, tmp: Path) -> MusiLingo:
@@ -73,14 +75,34 @@ def build(device: str, full_size: bool, tmp: Path) -> MusiLingo:
     tok = make_tokenizer(tmp / "tok")
     tok.pad_token = tok.eos_token
     if full_size:
-        mert = {**mert_config_dict(hidden=1024, layers=24), "num_attention_heads": 16, "intermediate_size": 4096,
-                "conv_dim": [512] * 7, "num_conv_pos_embeddings": 128, "num_conv_pos_embedding_groups": 16}
-        llm_cfg = LlamaConfig(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                              num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=2048)
+        mert = {
+            **mert_config_dict(hidden=1024, layers=24),
+            "num_attention_heads": 16,
+            "intermediate_size": 4096,
+            "conv_dim": [512] * 7,
+            "num_conv_pos_embeddings": 128,
+            "num_conv_pos_embedding_groups": 16,
+        }
+        llm_cfg = LlamaConfig(
+            vocab_size=32000,
+            hidden_size=4096,
+            intermediate_size=11008,
+            num_hidden_layers=32,
+            num_attention_heads=32,
+            num_key_value_heads=32,
+            max_position_embeddings=2048,
+        )
     else:
         mert = mert_config_dict(hidden=32, layers=2)
-        llm_cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+        llm_cfg = LlamaConfig(
+            vocab_size=len(tok),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+        )
     llm_cfg.bos_token_id, llm_cfg.eos_token_id = 1, 2
     llm_dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     with torch.device(device):
@@ -88,9 +110,15 @@ def build(device: str, full_size: bool, tmp: Path) -> MusiLingo:
         llm = LlamaForCausalLM(llm_cfg).to(llm_dtype)
     llm.eval().requires_grad_(False)
     encoder = AudioEncoder(encoder_model, 24000, normalize=True)
-    config = ModelConfig.for_stage("pretrain", encoder="random", llm="random", max_txt_len=40,
-                                   encoder_hidden_size=encoder.hidden_size, llm_hidden_size=llm_cfg.hidden_size,
-                                   num_hidden_states=encoder.num_hidden_states)
+    config = ModelConfig.for_stage(
+        "pretrain",
+        encoder="random",
+        llm="random",
+        max_txt_len=40,
+        encoder_hidden_size=encoder.hidden_size,
+        llm_hidden_size=llm_cfg.hidden_size,
+        num_hidden_states=encoder.num_hidden_states,
+    )
     model = MusiLingo(config, llm, tok, encoder)
     model.adapter.to(device)
     return model
@@ -115,8 +143,11 @@ def main() -> None:
     torch.manual_seed(0)
     import tempfile
 
-    log(f"device {device}" + (f" ({torch.cuda.get_device_name()})" if device.startswith("cuda") else "")
-        + f", torch {torch.__version__}, {'full-size' if args.full_size else 'tiny'} models")
+    log(
+        f"device {device}"
+        + (f" ({torch.cuda.get_device_name()})" if device.startswith("cuda") else "")
+        + f", torch {torch.__version__}, {'full-size' if args.full_size else 'tiny'} models"
+    )
     peak = matmul_peak(device, args.quick)
     log(f"measured matmul peak: {peak:.4g} TFLOP/s")
     with tempfile.TemporaryDirectory() as tmp:
@@ -125,13 +156,17 @@ def main() -> None:
         log(f"built models in {time.perf_counter() - t0:.1f} s")
     if args.compile:
         model.llm = torch.compile(model.llm)
-    enc_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.encoder_dtype or ("bf16" if device.startswith("cuda") else "fp32")]
+    enc_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[
+        args.encoder_dtype or ("bf16" if device.startswith("cuda") else "fp32")
+    ]
     model.encoder.model.to(enc_dtype)
     n_llm = sum(p.numel() for p in model.llm.parameters()) - model.llm.get_input_embeddings().weight.numel()
     optimizer = torch.optim.AdamW(model.adapter.parameters(), lr=1e-4, weight_decay=0.05)
     samples = int(args.seconds * 24000)
-    log(f"LLM matmul parameters {n_llm / 1e9:.2f} B; clip {args.seconds} s ({samples} samples); "
-        f"encoder {str(enc_dtype).split('.')[-1]}")
+    log(
+        f"LLM matmul parameters {n_llm / 1e9:.2f} B; clip {args.seconds} s ({samples} samples); "
+        f"encoder {str(enc_dtype).split('.')[-1]}"
+    )
     rows = []
     for batch in batches:
         try:
@@ -165,17 +200,22 @@ def main() -> None:
             torch.cuda.empty_cache()
             continue
         tflops = 4 * n_llm * tokens / t_llm / 1e12
-        rows.append((batch, tokens / batch, batch / t_full, batch / t_llm, batch / t_enc, tflops, tflops / peak,
-                     t_enc / t_full))
-        log(f"batch {batch:3d} ({tokens / batch:.0f} tokens/row, {feats.shape[1]} audio tokens): "
+        rows.append(
+            (batch, tokens / batch, batch / t_full, batch / t_llm, batch / t_enc, tflops, tflops / peak, t_enc / t_full)
+        )
+        log(
+            f"batch {batch:3d} ({tokens / batch:.0f} tokens/row, {feats.shape[1]} audio tokens): "
             f"encoder-in-loop {batch / t_full:8.1f} samples/s | cached {batch / t_llm:8.1f} samples/s "
             f"(x{t_full / t_llm:.2f}) | encoder alone {batch / t_enc:8.1f} clips/s ({t_enc / t_full:.0%} of the "
-            f"in-loop step) | LLM step {tflops:.4g} TFLOP/s = {tflops / peak:.0%} of matmul peak")
-        del waves, feats, features
+            f"in-loop step) | LLM step {tflops:.4g} TFLOP/s = {tflops / peak:.0%} of matmul peak"
+        )
+        waves = feats = features = None  # free before the next batch size
     if rows:
         best = max(rows, key=lambda r: r[3])
-        log(f"summary: best cached {best[3]:.1f} samples/s at batch {best[0]} vs encoder-in-loop {best[2]:.1f} "
-            f"(x{best[3] / best[2]:.2f}); LLM step {best[5]:.4g} TFLOP/s = {best[6]:.0%} of the measured peak")
+        log(
+            f"summary: best cached {best[3]:.1f} samples/s at batch {best[0]} vs encoder-in-loop {best[2]:.1f} "
+            f"(x{best[3] / best[2]:.2f}); LLM step {best[5]:.4g} TFLOP/s = {best[6]:.0%} of the measured peak"
+        )
 
 
 if __name__ == "__main__":

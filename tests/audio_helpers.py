@@ -154,8 +154,9 @@ def peak_frequency(wave: np.ndarray, sr: int) -> float:
     return float(np.argmax(spectrum) * sr / len(wave))
 
 
-def write_music_via_ffmpeg(path: str | Path, seconds: float, sr: int, *codec_args: str, seed: int = 0,
-                           quiet_seconds: float = 0.0) -> np.ndarray:
+def write_music_via_ffmpeg(
+    path: str | Path, seconds: float, sr: int, *codec_args: str, seed: int = 0, quiet_seconds: float = 0.0
+) -> np.ndarray:
     """`synth_music` re-encoded by ffmpeg with `codec_args` (needs ffmpeg); the first `quiet_seconds`
     are 60 dB down (a quiet intro makes a VBR encoder start with tiny frames). Returns the source."""
     signal = synth_music(seconds, sr, seed)
@@ -167,19 +168,21 @@ def write_music_via_ffmpeg(path: str | Path, seconds: float, sr: int, *codec_arg
     return signal
 
 
-def write_vbr_mp3_without_xing(path: str | Path, seconds: float, sr: int = 44100, seed: int = 0,
-                               quiet_seconds: float = 0.0) -> np.ndarray:
+def write_vbr_mp3_without_xing(
+    path: str | Path, seconds: float, sr: int = 44100, seed: int = 0, quiet_seconds: float = 0.0
+) -> np.ndarray:
     """A VBR mp3 (LAME -q:a 4) written without its Xing/Info header (`-write_xing 0`), as some
     rippers and web tools make them: only decoding the whole stream tells its length."""
-    return write_music_via_ffmpeg(path, seconds, sr, "-c:a", "libmp3lame", "-q:a", "4", "-write_xing", "0",
-                                  seed=seed, quiet_seconds=quiet_seconds)
+    return write_music_via_ffmpeg(
+        path, seconds, sr, "-c:a", "libmp3lame", "-q:a", "4", "-write_xing", "0", seed=seed, quiet_seconds=quiet_seconds
+    )
 
 
 def ogg_page_ends(path: str | Path) -> list[int]:
     """Byte offsets where the Ogg pages of `path` end (RFC 3533 page headers)."""
     data, pos, ends = Path(path).read_bytes(), 0, []
-    while pos + 27 <= len(data) and data[pos:pos + 4] == b"OggS":
+    while pos + 27 <= len(data) and data[pos : pos + 4] == b"OggS":
         segments = data[pos + 26]
-        pos += 27 + segments + sum(data[pos + 27:pos + 27 + segments])
+        pos += 27 + segments + sum(data[pos + 27 : pos + 27 + segments])
         ends.append(pos)
     return ends

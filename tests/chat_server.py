@@ -83,11 +83,22 @@ def generation_reply(messages: list[dict]) -> dict:
     n = int(wanted.group(1)) if wanted else 5
     long = "paraphrase" in system.lower()
     sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", caption) if s.strip()] or [caption]
-    topics = ["the instruments", "the mood", "the genre", "the tempo", "the vocals", "the recording", "the setting", "the rhythm"]
+    topics = [
+        "the instruments",
+        "the mood",
+        "the genre",
+        "the tempo",
+        "the vocals",
+        "the recording",
+        "the setting",
+        "the rhythm",
+    ]
     pairs = []
     for i in range(n):
         answer = caption if long else sentences[i % len(sentences)]
-        pairs.append({"question": f"What can you tell about {topics[i % len(topics)]} of this music?", "answer": answer})
+        pairs.append(
+            {"question": f"What can you tell about {topics[i % len(topics)]} of this music?", "answer": answer}
+        )
     h = _h(caption)
     if h % 3 == 0:
         pairs[h % n]["answer"] += f" {NEGATIVE_MARKER}"
@@ -100,8 +111,16 @@ def filter_reply(messages: list[dict]) -> dict:
     """Unfaithful exactly when the answer carries NEGATIVE_MARKER."""
     user = next((m["content"] for m in messages if m.get("role") == "user"), "")
     listed = json.loads(re.search(r"<pairs>\s*(.*?)\s*</pairs>", user, re.DOTALL).group(1))
-    return {"verdicts": [{"index": p["index"], "faithful": NEGATIVE_MARKER not in p["answer"],
-                          "reason": "marker" if NEGATIVE_MARKER in p["answer"] else "supported"} for p in listed]}
+    return {
+        "verdicts": [
+            {
+                "index": p["index"],
+                "faithful": NEGATIVE_MARKER not in p["answer"],
+                "reason": "marker" if NEGATIVE_MARKER in p["answer"] else "supported",
+            }
+            for p in listed
+        ]
+    }
 
 
 def judge_reply(messages: list[dict]) -> dict:
@@ -109,7 +128,9 @@ def judge_reply(messages: list[dict]) -> dict:
     the answer contains, else null."""
     user = next((m["content"] for m in messages if m.get("role") == "user"), "")
     answer = re.search(r"<answer>\s*(.*?)\s*</answer>", user, re.DOTALL).group(1)
-    options = re.findall(r"^\(([A-Z])\) (.*)$", re.search(r"<options>\s*(.*?)\s*</options>", user, re.DOTALL).group(1), re.M)
+    options = re.findall(
+        r"^\(([A-Z])\) (.*)$", re.search(r"<options>\s*(.*?)\s*</options>", user, re.DOTALL).group(1), re.M
+    )
     letter = re.search(r"\(([A-Z])\)", answer)
     if letter:
         return {"choice": letter.group(1)}
@@ -120,10 +141,19 @@ def judge_reply(messages: list[dict]) -> dict:
 class ChatServer:
     """The server on 127.0.0.1, port chosen by the OS; `base_url` ends in /v1."""
 
-    def __init__(self, faults: Faults | None = None, latency: float = 0.0, seed: int = 0,
-                 reject_json_mode: bool = False, fail_captions: set[str] | None = None, status_for_all: int | None = None,
-                 hold_at_filter: int | None = None, hold_at_request: int | None = None,
-                 num_predict: int | None = None, cut_first: int = 0):
+    def __init__(
+        self,
+        faults: Faults | None = None,
+        latency: float = 0.0,
+        seed: int = 0,
+        reject_json_mode: bool = False,
+        fail_captions: set[str] | None = None,
+        status_for_all: int | None = None,
+        hold_at_filter: int | None = None,
+        hold_at_request: int | None = None,
+        num_predict: int | None = None,
+        cut_first: int = 0,
+    ):
         self.faults = faults or Faults()
         self.latency = latency
         self.reject_json_mode = reject_json_mode
@@ -178,7 +208,11 @@ class ChatServer:
 
     def served(self, kind: str | None = None) -> Counter:
         """200 replies per distinct request (kind, caption, hash of the messages): what a paid API would bill."""
-        return Counter((e["kind"], e["caption"], e["request"]) for e in self.log if e["outcome"] == "ok" and kind in (None, e["kind"]))
+        return Counter(
+            (e["kind"], e["caption"], e["request"])
+            for e in self.log
+            if e["outcome"] == "ok" and kind in (None, e["kind"])
+        )
 
     def _draw(self) -> str | None:
         f = self.faults
@@ -186,8 +220,13 @@ class ChatServer:
             if self._script:
                 return self._script.pop(0) or None
             x = self._rng.random()
-        for name, p in (("rate_limit", f.rate_limit), ("server_error", f.server_error), ("hang", f.hang),
-                        ("bad_body", f.bad_body), ("not_json", f.not_json)):
+        for name, p in (
+            ("rate_limit", f.rate_limit),
+            ("server_error", f.server_error),
+            ("hang", f.hang),
+            ("bad_body", f.bad_body),
+            ("not_json", f.not_json),
+        ):
             if x < p:
                 return name
             x -= p
@@ -228,9 +267,16 @@ def _handler(server: ChatServer):
             kind = "filter" if "<pairs>" in user_text else ("judge" if "<options>" in user_text else "generate")
             # The same messages twice = the same request twice (short and long differ in prompts).
             request_sha = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()[:12]
-            entry = {"kind": kind, "caption": caption, "request": request_sha, "json_mode": "response_format" in request,
-                     "authorization": self.headers.get("Authorization"), "body": request,
-                     "retry_count": self.headers.get("x-stainless-retry-count"), "usage": None}
+            entry = {
+                "kind": kind,
+                "caption": caption,
+                "request": request_sha,
+                "json_mode": "response_format" in request,
+                "authorization": self.headers.get("Authorization"),
+                "body": request,
+                "retry_count": self.headers.get("x-stainless-retry-count"),
+                "usage": None,
+            }
             with server._lock:
                 server._requests_seen += 1
                 if server.hold_at_request is not None and server._requests_seen >= server.hold_at_request:
@@ -251,10 +297,21 @@ def _handler(server: ChatServer):
                 return
             if server.status_for_all:
                 server._record(**entry, outcome=f"http_{server.status_for_all}")
-                return self._send(server.status_for_all, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}})
+                return self._send(
+                    server.status_for_all,
+                    {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}},
+                )
             if server.reject_json_mode and "response_format" in request:
                 server._record(**entry, outcome="http_400")
-                return self._send(400, {"error": {"message": "response_format is not supported by this server", "type": "invalid_request_error"}})
+                return self._send(
+                    400,
+                    {
+                        "error": {
+                            "message": "response_format is not supported by this server",
+                            "type": "invalid_request_error",
+                        }
+                    },
+                )
             if caption in server.fail_captions:
                 server._record(**entry, outcome="http_500")
                 return self._send(500, {"error": {"message": "injected permanent failure"}})
@@ -263,7 +320,11 @@ def _handler(server: ChatServer):
                 time.sleep(server.latency)
             if fault == "rate_limit":
                 server._record(**entry, outcome="http_429")
-                return self._send(429, {"error": {"message": "rate limited", "type": "rate_limit"}}, {"Retry-After": server.faults.retry_after})
+                return self._send(
+                    429,
+                    {"error": {"message": "rate limited", "type": "rate_limit"}},
+                    {"Retry-After": server.faults.retry_after},
+                )
             if fault == "server_error":
                 server._record(**entry, outcome="http_500")
                 return self._send(500, {"error": {"message": "injected server error"}})
@@ -285,14 +346,30 @@ def _handler(server: ChatServer):
             if cut:
                 content = content[: min([len(content) // 2] + [4 * n for n in limits])]
             prompt_tokens = sum(len(m.get("content", "")) for m in messages) // 4
-            usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(content) // 4, "total_tokens": prompt_tokens + len(content) // 4}
+            usage = {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": len(content) // 4,
+                "total_tokens": prompt_tokens + len(content) // 4,
+            }
             outcome = "cut" if cut else "not_json" if fault == "not_json" else "ok"
             server._record(**{**entry, "usage": usage}, outcome=outcome)
-            self._send(200, {
-                "id": "chatcmpl-local", "object": "chat.completion", "created": int(time.time()), "model": request.get("model", "local"),
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "length" if cut else "stop"}],
-                "usage": usage,
-            })
+            self._send(
+                200,
+                {
+                    "id": "chatcmpl-local",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": request.get("model", "local"),
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": content},
+                            "finish_reason": "length" if cut else "stop",
+                        }
+                    ],
+                    "usage": usage,
+                },
+            )
 
         def _send(self, status: int, obj: dict, headers: dict | None = None):
             self._send_raw(status, json.dumps(obj).encode(), headers)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 
-MUSICCAPS_EXCERPT = r'''
+MUSICCAPS_EXCERPT = r"""
 ytid,start_s,end_s,audioset_positive_labels,aspect_list,caption,author_id,is_balanced_subset,is_audioset_eval
 -0Gj8-vB1q4,30,40,"/m/0140xf,/m/02cjck,/m/04rlf","['low quality', 'sustained strings melody', 'soft female vocal', 'mellow piano melody', 'sad', 'soulful', 'ballad']","The low quality recording features a ballad song that contains sustained strings, mellow piano melody and soft female vocal singing over it. It sounds sad and soulful, like something you would hear at Sunday services.",4,False,True
 -0SdAVK79lg,30,40,"/m/0155w,/m/01lyv,/m/0342h,/m/042v_gx,/m/04rlf,/m/04szw,/m/07s0s5r,/m/0fx80y,/m/0gg8l","['guitar song', 'piano backing', 'simple percussion', 'relaxing melody', 'slow tempo', 'bass', 'country feel', 'instrumental', 'no voice']",This song features an electric guitar as the main instrument. The guitar plays a descending run in the beginning then plays an arpeggiated chord followed by a double stop hammer on to a higher note and a descending slide followed by a descending chord run. The percussion plays a simple beat using rim shots. The percussion plays in common time. The bass plays only one note on the first count of each bar. The piano plays backing chords. There are no voices in this song. The mood of this song is relaxing. This song can be played in a coffee shop.,0,False,False
@@ -46,7 +46,7 @@ ytid,start_s,end_s,audioset_positive_labels,aspect_list,caption,author_id,is_bal
 -Dtir74TiUM,40,50,"/m/01hgjl,/m/0283d,/m/04rlf,/m/07qb_dv","['drum & bass', 'electronic dance music', 'hollering sample', 'scratching', 'synth', 'electronic drums', 'upbeat', 'energetic', 'eerie']",This is a drum & bass music piece. There is a constantly repeating hollering sample accompanied by rapid turntable scratching. A synth sound can be heard playing an ominous tune. The rhythmic background consists of a fast-tempo electronic drum beat. The atmosphere is energetic. This piece could be used in the soundtrack of a car racing game. It could also be playing at nightclubs during early-2000s themed parties.,9,False,False
 -EVRXQpt1-8,50,60,"/m/01swy6,/m/04rlf,/t/dd00126","['oriental/ballad', 'guitar like instrumental', 'bass', 'male voice singing', 'female backing voice singing', 'sad', 'slow tempo', 'harp']","Someone is playing a guitar-like instrument in a tremolo fashion along with someone playing a melody on a harp along with a bass playing the root note. A male voice is singing, sounding sad and sensitive. A backing voice that seems to be female is singing along, providing harmonies. This song may be playing in a dance performance.",6,False,True
 -FEPOSP7ay0,260,270,/m/0395lw,"['loud bells impacts', 'metallic squeaking sound', 'low quality', 'mono', 'noisy']",The low quality recording features loud bells and metallic squeaking sounds. The recording is mono and noisy.,4,False,False
-'''.lstrip("\n")
+""".lstrip("\n")
 
 
 def write_excerpt(directory: Path, rows: int | None = None) -> Path:
@@ -67,8 +67,22 @@ def excerpt_captions() -> dict[str, str]:
 
 def fast_args(base_url: str, out: Path, *extra: str) -> list[str]:
     """make-mi arguments for the local server: small backoff, short timeout, no rate limit."""
-    return ["make-mi", "--base-url", base_url, "--out", str(out), "--model", "local-test",
-            "--retry-base", "0.01", "--timeout", "1", "--requests-per-minute", "0", *extra]
+    return [
+        "make-mi",
+        "--base-url",
+        base_url,
+        "--out",
+        str(out),
+        "--model",
+        "local-test",
+        "--retry-base",
+        "0.01",
+        "--timeout",
+        "1",
+        "--requests-per-minute",
+        "0",
+        *extra,
+    ]
 
 
 def cli_env() -> dict[str, str]:
@@ -80,8 +94,15 @@ def cli_env() -> dict[str, str]:
 
 def start_cli(args: list[str], **kw) -> subprocess.Popen:
     """`python -m musilingo_cli ARGS` as a subprocess (what users run)."""
-    return subprocess.Popen([sys.executable, "-m", "musilingo_cli", *args], cwd=REPO, env=cli_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "musilingo_cli", *args],
+        cwd=REPO,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 def run_cli(args: list[str], timeout: float = 60) -> subprocess.CompletedProcess:

@@ -2,9 +2,9 @@
 embeddings) trains and answers through the same code path."""
 
 import torch
+from model_helpers import make_mert, make_tokenizer
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
-from model_helpers import make_mert, make_tokenizer
 from musilingo_cli.model.config import ModelConfig
 from musilingo_cli.model.generation import GenerationSettings
 from musilingo_cli.model.loader import assemble
@@ -15,10 +15,17 @@ def test_qwen_without_bos(tmp_path):
     tok = PreTrainedTokenizerFast(tokenizer_object=tok.backend_tokenizer, eos_token="</s>", unk_token="<unk>")
     tok.save_pretrained(tmp_path / "qwen")
     torch.manual_seed(0)
-    Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tok) + 8,  # room for Qwen's own <|endoftext|>
-                                 hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                 num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
-                     ).save_pretrained(tmp_path / "qwen")
+    Qwen2ForCausalLM(
+        Qwen2Config(
+            vocab_size=len(tok) + 8,  # room for Qwen's own <|endoftext|>
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            tie_word_embeddings=True,
+        )
+    ).save_pretrained(tmp_path / "qwen")
     make_mert(tmp_path / "mert")
     config = ModelConfig.for_stage("finetune", encoder=str(tmp_path / "mert"), llm=str(tmp_path / "qwen"))
     model = assemble(config, None)
@@ -30,5 +37,7 @@ def test_qwen_without_bos(tmp_path):
     loss = model(features, ["What genre?", "Is it fast or slow?"], ["Rock.", "It is slow, with a calm mood."])
     loss.backward()
     assert torch.isfinite(loss) and model.adapter.proj.weight.grad is not None
-    answers = model.generate(features, ["What genre?", "Tempo?"], GenerationSettings.from_preset("greedy", max_new_tokens=5))
+    answers = model.generate(
+        features, ["What genre?", "Tempo?"], GenerationSettings.from_preset("greedy", max_new_tokens=5)
+    )
     assert len(answers) == 2 and all(isinstance(a, str) for a in answers)

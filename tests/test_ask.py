@@ -19,15 +19,15 @@ from audio_helpers import write_corrupt, write_empty, write_music, write_text, w
 from model_helpers import build_model
 from typer.testing import CliRunner
 
-from musilingo_cli.model.adapter import num_audio_tokens
-from musilingo_cli.pipelines.ask import AskConfig, run
-from musilingo_cli.data.batching import Clip, encode_clips, length_batches, prepare_clip
-from musilingo_cli.model.checkpoint import save_checkpoint
 from musilingo_cli.cli import app
-from musilingo_cli.model.config import CAPTION_INSTRUCTION
 from musilingo_cli.core.errors import AudioError, ConfigError, DataError
-from musilingo_cli.data.inputs import item_id
 from musilingo_cli.core.journal import read_jsonl
+from musilingo_cli.data.batching import Clip, encode_clips, length_batches, prepare_clip
+from musilingo_cli.data.inputs import item_id
+from musilingo_cli.model.adapter import num_audio_tokens
+from musilingo_cli.model.checkpoint import save_checkpoint
+from musilingo_cli.model.config import CAPTION_INSTRUCTION
+from musilingo_cli.pipelines.ask import AskConfig, run
 
 RATE = 24000
 REPO = Path(__file__).resolve().parents[1]
@@ -66,8 +66,9 @@ def test_mixed_batch_one_record_per_item_errors_only_where_due(tiny, tmp_path):
     write_music(d / "long.flac", 180, 16000, seed=6)
     write_corrupt(d / "corrupt.wav")
     write_empty(d / "empty.mp3")
-    paths = [str(d / n) for n in ("a.wav", "b.flac", "c.mp3", "d.ogg", "stereo.wav", "long.flac",
-                                  "corrupt.wav", "empty.mp3")] + [str(d / "missing.wav")]
+    paths = [
+        str(d / n) for n in ("a.wav", "b.flac", "c.mp3", "d.ogg", "stereo.wav", "long.flac", "corrupt.wav", "empty.mp3")
+    ] + [str(d / "missing.wav")]
     summary, records = ask(tiny, tmp_path, inputs=paths, questions=["What genre is this?"], batch_size=4)
 
     assert [r["audio"] for r in records] != [] and sorted(r["audio"] for r in records) == sorted(paths)
@@ -98,10 +99,25 @@ def test_batched_answers_equal_one_at_a_time_greedy(tiny, tmp_path):
         files.append(str(tmp_path / f"clip{k}.wav"))
         write_music(files[-1], seconds, 24000, seed=10 + k)
     questions = ["What genre is this?", "Describe the audio in detail."]
-    _, alone = ask(tiny, tmp_path, inputs=files, questions=questions, batch_size=1, max_new_tokens=20,
-                   output=tmp_path / "alone.jsonl")
-    _, batched = ask(tiny, tmp_path, inputs=files, questions=questions, batch_size=8, encoder_batch_size=4,
-                     max_new_tokens=20, output=tmp_path / "batched.jsonl")
+    _, alone = ask(
+        tiny,
+        tmp_path,
+        inputs=files,
+        questions=questions,
+        batch_size=1,
+        max_new_tokens=20,
+        output=tmp_path / "alone.jsonl",
+    )
+    _, batched = ask(
+        tiny,
+        tmp_path,
+        inputs=files,
+        questions=questions,
+        batch_size=8,
+        encoder_batch_size=4,
+        max_new_tokens=20,
+        output=tmp_path / "batched.jsonl",
+    )
     assert len(alone) == len(batched) == 10
     one = {r["id"]: (r["answer"], r["audio_tokens"]) for r in alone}
     many = {r["id"]: (r["answer"], r["audio_tokens"]) for r in batched}
@@ -115,9 +131,27 @@ def test_kill_mid_run_then_rerun_completes_without_duplicates(tiny, tmp_path):
         files.append(str(tmp_path / f"k{k:02d}.wav"))
         write_music(files[-1], 2, 24000, seed=100 + k)
     out = tmp_path / "answers.jsonl"
-    command = [sys.executable, "-m", "musilingo_cli", "ask", *files, "-q", "What genre is this?",
-               "--model", tiny["ckpt"], "--preset", "greedy", "--max-new-tokens", "32", "--batch-size", "1",
-               "--device", "cpu", "-o", str(out)]
+    command = [
+        sys.executable,
+        "-m",
+        "musilingo_cli",
+        "ask",
+        *files,
+        "-q",
+        "What genre is this?",
+        "--model",
+        tiny["ckpt"],
+        "--preset",
+        "greedy",
+        "--max-new-tokens",
+        "32",
+        "--batch-size",
+        "1",
+        "--device",
+        "cpu",
+        "-o",
+        str(out),
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 90
@@ -146,13 +180,16 @@ def test_manifest_csv_and_jsonl(tiny, tmp_path):
     write_music(tmp_path / "audio" / "one.wav", 4, 24000, seed=1)
     write_music(tmp_path / "audio" / "two.flac", 3, 32000, seed=2)
     csv_path = tmp_path / "m.csv"
-    csv_path.write_text('path,question,id,reference\naudio/one.wav,What genre is this?,clip-1,Rock.\n'
-                        'audio/two.flac,,clip-2,Jazz.\n')
-    _, records = ask(tiny, tmp_path, manifest=csv_path, questions=["Describe the audio in detail."],
-                     output=tmp_path / "csv.jsonl")
+    csv_path.write_text(
+        "path,question,id,reference\naudio/one.wav,What genre is this?,clip-1,Rock.\naudio/two.flac,,clip-2,Jazz.\n"
+    )
+    _, records = ask(
+        tiny, tmp_path, manifest=csv_path, questions=["Describe the audio in detail."], output=tmp_path / "csv.jsonl"
+    )
     assert [(r["id"], r["question"], r["extra"]) for r in records] == [
         ("clip-1", "What genre is this?", {"reference": "Rock."}),
-        ("clip-2", "Describe the audio in detail.", {"reference": "Jazz."})]
+        ("clip-2", "Describe the audio in detail.", {"reference": "Jazz."}),
+    ]
     assert all(r["error"] is None for r in records)
 
     jsonl = tmp_path / "m.jsonl"
@@ -188,12 +225,18 @@ def test_directory_run_is_recursive_and_ignores_non_audio(tiny, tmp_path):
 def test_glob_and_multiple_questions_and_caption(tiny, tmp_path):
     for k in range(2):
         write_music(tmp_path / f"g{k}.wav", 3, 24000, seed=k)
-    _, records = ask(tiny, tmp_path, inputs=[str(tmp_path / "g*.wav")], questions=["What genre is this?", "What is the tempo?"],
-                     caption=True)
+    _, records = ask(
+        tiny,
+        tmp_path,
+        inputs=[str(tmp_path / "g*.wav")],
+        questions=["What genre is this?", "What is the tempo?"],
+        caption=True,
+    )
     assert len(records) == 6 and len({r["id"] for r in records}) == 6
     asked = sorted((Path(r["audio"]).name, r["question"]) for r in records)
-    assert asked == sorted((f"g{k}.wav", q) for k in range(2)
-                           for q in ["What genre is this?", "What is the tempo?", CAPTION_INSTRUCTION])
+    assert asked == sorted(
+        (f"g{k}.wav", q) for k in range(2) for q in ["What genre is this?", "What is the tempo?", CAPTION_INSTRUCTION]
+    )
 
 
 def test_max_seconds_limits_audio_and_long_audio_is_chunked(tiny, tmp_path):
@@ -202,8 +245,15 @@ def test_max_seconds_limits_audio_and_long_audio_is_chunked(tiny, tmp_path):
     model = tiny["model"]
     _, full = ask(tiny, tmp_path, inputs=[str(song)], questions=["What genre is this?"], output=tmp_path / "full.jsonl")
     assert full[0]["audio_tokens"] == 2 * tokens_for(model, 30) + tokens_for(model, 15)
-    _, cut = ask(tiny, tmp_path, inputs=[str(song)], questions=["What genre is this?"], max_seconds=40,
-                 chunk_seconds=20, output=tmp_path / "cut.jsonl")
+    _, cut = ask(
+        tiny,
+        tmp_path,
+        inputs=[str(song)],
+        questions=["What genre is this?"],
+        max_seconds=40,
+        chunk_seconds=20,
+        output=tmp_path / "cut.jsonl",
+    )
     assert cut[0]["audio_seconds_used"] == pytest.approx(40) and cut[0]["audio_seconds_total"] == pytest.approx(75)
     assert cut[0]["audio_tokens"] == 2 * tokens_for(model, 20)
 
@@ -229,8 +279,9 @@ def test_retry_errors_answers_fixed_files_and_keeps_one_record_per_id(tiny, tmp_
 
 def test_official_preset_records_seed(tiny, tmp_path):
     write_music(tmp_path / "s.wav", 2, 24000, seed=1)
-    _, records = ask(tiny, tmp_path, inputs=[str(tmp_path / "s.wav")], questions=["What genre is this?"],
-                     preset="official", seed=123)
+    _, records = ask(
+        tiny, tmp_path, inputs=[str(tmp_path / "s.wav")], questions=["What genre is this?"], preset="official", seed=123
+    )
     assert records[0]["seed"] == 123 and records[0]["settings"]["do_sample"] is True
 
 
@@ -241,8 +292,19 @@ runner = CliRunner()
 
 def test_cli_single_file_prints_just_the_answer(tiny, tmp_path):
     write_music(tmp_path / "song.wav", 3, 24000, seed=1)
-    args = ["ask", str(tmp_path / "song.wav"), "What genre is this?", "--model", tiny["ckpt"], "--preset", "greedy",
-            "--max-new-tokens", "12", "--device", "cpu"]
+    args = [
+        "ask",
+        str(tmp_path / "song.wav"),
+        "What genre is this?",
+        "--model",
+        tiny["ckpt"],
+        "--preset",
+        "greedy",
+        "--max-new-tokens",
+        "12",
+        "--device",
+        "cpu",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     _, records = ask(tiny, tmp_path, inputs=[str(tmp_path / "song.wav")], questions=["What genre is this?"])
@@ -251,8 +313,22 @@ def test_cli_single_file_prints_just_the_answer(tiny, tmp_path):
 
 def test_cli_json_lines_parse_and_exit_code_says_failure(tiny, tmp_path):
     write_music(tmp_path / "a.wav", 2, 24000, seed=1)
-    args = ["ask", str(tmp_path / "a.wav"), str(tmp_path / "gone.mp3"), "-q", "What genre is this?", "--json",
-            "--model", tiny["ckpt"], "--preset", "greedy", "--max-new-tokens", "8", "--device", "cpu"]
+    args = [
+        "ask",
+        str(tmp_path / "a.wav"),
+        str(tmp_path / "gone.mp3"),
+        "-q",
+        "What genre is this?",
+        "--json",
+        "--model",
+        tiny["ckpt"],
+        "--preset",
+        "greedy",
+        "--max-new-tokens",
+        "8",
+        "--device",
+        "cpu",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 1
     records = [json.loads(line) for line in result.stdout.splitlines()]
@@ -263,18 +339,48 @@ def test_cli_json_lines_parse_and_exit_code_says_failure(tiny, tmp_path):
 def test_cli_many_files_print_tab_separated_lines(tiny, tmp_path):
     for name in ("x.wav", "y.wav"):
         write_music(tmp_path / name, 2, 24000, seed=len(name))
-    result = runner.invoke(app, ["ask", str(tmp_path / "x.wav"), str(tmp_path / "y.wav"), "What genre is this?",
-                                 "--model", tiny["ckpt"], "--preset", "greedy", "--max-new-tokens", "8"])
+    result = runner.invoke(
+        app,
+        [
+            "ask",
+            str(tmp_path / "x.wav"),
+            str(tmp_path / "y.wav"),
+            "What genre is this?",
+            "--model",
+            tiny["ckpt"],
+            "--preset",
+            "greedy",
+            "--max-new-tokens",
+            "8",
+        ],
+    )
     assert result.exit_code == 0, result.output
     lines = [line.split("\t") for line in result.stdout.splitlines()]
-    assert [(Path(a).name, q) for a, q, _ in lines] == [("x.wav", "What genre is this?"), ("y.wav", "What genre is this?")]
+    assert [(Path(a).name, q) for a, q, _ in lines] == [
+        ("x.wav", "What genre is this?"),
+        ("y.wav", "What genre is this?"),
+    ]
 
 
 def test_cli_fresh_adapter_warns_once(tiny, tmp_path):
     for name in ("p.wav", "q.wav"):
         write_music(tmp_path / name, 2, 24000, seed=len(name))
-    result = runner.invoke(app, ["ask", str(tmp_path), "--caption", "--encoder", tiny["mert"], "--llm", tiny["llm"],
-                                 "--max-new-tokens", "4", "--batch-size", "1"])
+    result = runner.invoke(
+        app,
+        [
+            "ask",
+            str(tmp_path),
+            "--caption",
+            "--encoder",
+            tiny["mert"],
+            "--llm",
+            tiny["llm"],
+            "--max-new-tokens",
+            "4",
+            "--batch-size",
+            "1",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert result.stderr.count("freshly initialised adapter") == 1
     assert len(result.stdout.splitlines()) == 2
@@ -297,7 +403,7 @@ def test_encode_clips_batches_equal_lengths_only_and_matches_one_by_one(tiny, tm
     model = tiny["model"]
     rng = np.random.default_rng(0)
     waves = [rng.standard_normal(int(s * RATE)).astype(np.float32) * 0.1 for s in (2.5, 6.2, 4.0, 2.5)]
-    clips = [Clip([w[i:i + 2 * RATE] for i in range(0, len(w), 2 * RATE)], 0, 0) for w in waves]
+    clips = [Clip([w[i : i + 2 * RATE] for i in range(0, len(w), 2 * RATE)], 0, 0) for w in waves]
     seen = []
 
     def encode(batch: torch.Tensor) -> torch.Tensor:

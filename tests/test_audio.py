@@ -21,8 +21,8 @@ from audio_helpers import (
     write_zero_samples,
 )
 
-from musilingo_cli.model import audio
 from musilingo_cli.core.errors import AudioError
+from musilingo_cli.model import audio
 
 SR = 24000
 needs_ffmpeg = pytest.mark.skipif(not HAVE_FFMPEG, reason="ffmpeg is not installed")

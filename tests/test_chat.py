@@ -17,7 +17,8 @@ from musilingo_cli.core.errors import ConfigError
 from musilingo_cli.model.generation import GenerationSettings, postprocess
 from musilingo_cli.model.live_batch import embed_rows
 from musilingo_cli.model.loader import load_model
-from musilingo_cli.pipelines.ask import AskConfig, run as ask_run
+from musilingo_cli.pipelines.ask import AskConfig
+from musilingo_cli.pipelines.ask import run as ask_run
 from musilingo_cli.pipelines.chat import DEMO_SYSTEM, Audio, Message, encode_file, render, segments
 
 Q1, Q2, A1 = "What genre is this?", "What instruments are playing?", "It is rock."

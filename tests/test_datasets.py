@@ -17,15 +17,27 @@ import pyarrow.parquet as pq
 import pytest
 from audio_helpers import write_tone
 
-from musilingo_cli.model.config import CAPTION_INSTRUCTION
-from musilingo_cli.data.datasets import check_missing, detect_format, find_audio, load_examples, read_dataset
 from musilingo_cli.core.errors import DataError
+from musilingo_cli.data.datasets import check_missing, detect_format, find_audio, load_examples, read_dataset
+from musilingo_cli.model.config import CAPTION_INSTRUCTION
 
 DATA = Path(__file__).parent / "data"
-MSD_ROWS = [{"track_id": f"TR{i:03d}", "title": f"t{i}", "artist_name": "a", "release": "r", "year": 2000 + i,
-             "tag": ["rock", "pop"], "caption_writing": f"caption writing {i}", "caption_summary": "s",
-             "caption_paraphrase": "p", "caption_attribute_prediction": "c", "path": f"{i}/{i}/TR{i:03d}.clip"}
-            for i in range(5)]
+MSD_ROWS = [
+    {
+        "track_id": f"TR{i:03d}",
+        "title": f"t{i}",
+        "artist_name": "a",
+        "release": "r",
+        "year": 2000 + i,
+        "tag": ["rock", "pop"],
+        "caption_writing": f"caption writing {i}",
+        "caption_summary": "s",
+        "caption_paraphrase": "p",
+        "caption_attribute_prediction": "c",
+        "path": f"{i}/{i}/TR{i:03d}.clip",
+    }
+    for i in range(5)
+]
 
 
 def _musiccaps_rows():
@@ -61,18 +73,38 @@ def test_missing_fraction_is_a_clear_error(tmp_path):
 
 
 def test_music_instruct_short_long_and_mixed(tmp_path):
-    items = [{"question": "What is the tempo?", "answer": "Fast.", "ytid": "abc", "is_audioset_eval": False,
-              "sampling_rate": 48000, "caption": "c"},
-             {"question": "Describe the mood in detail.", "answer": "It is a long answer about a sad mood.",
-              "ytid": "def", "is_audioset_eval": False, "sampling_rate": 44100},
-             {"question": "Which instrument?", "answer": "Piano.", "ytid": "abc", "is_audioset_eval": True,
-              "sampling_rate": 48000}]
+    items = [
+        {
+            "question": "What is the tempo?",
+            "answer": "Fast.",
+            "ytid": "abc",
+            "is_audioset_eval": False,
+            "sampling_rate": 48000,
+            "caption": "c",
+        },
+        {
+            "question": "Describe the mood in detail.",
+            "answer": "It is a long answer about a sad mood.",
+            "ytid": "def",
+            "is_audioset_eval": False,
+            "sampling_rate": 44100,
+        },
+        {
+            "question": "Which instrument?",
+            "answer": "Piano.",
+            "ytid": "abc",
+            "is_audioset_eval": True,
+            "sampling_rate": 48000,
+        },
+    ]
     path = tmp_path / "music_instruct.json"
     path.write_text(json.dumps({"QA": items}))
     write_tone(tmp_path / "abc.mp3", 0.2, 44100)
     assert detect_format(path) == "mi"
     loaded = load_examples([path], tmp_path)
-    assert [(e.question, e.answer, e.audio.name) for e in loaded.examples] == [("What is the tempo?", "Fast.", "abc.mp3")]
+    assert [(e.question, e.answer, e.audio.name) for e in loaded.examples] == [
+        ("What is the tempo?", "Fast.", "abc.mp3")
+    ]
     assert loaded.missing == [str(tmp_path / "def")] and loaded.total == 2
     assert [e.answer for e in read_dataset(path, "mi", "test")] == ["Piano."]
 
@@ -129,8 +161,9 @@ def _save_to_disk(folder: Path, rows: list[dict], shards: int = 2) -> None:
         names.append(f"data-{k:05d}-of-{shards:05d}.arrow")
         with pa.OSFile(str(folder / names[-1]), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
             writer.write_table(part)
-    (folder / "state.json").write_text(json.dumps({"_data_files": [{"filename": n} for n in names],
-                                                   "_split": folder.name}))
+    (folder / "state.json").write_text(
+        json.dumps({"_data_files": [{"filename": n} for n in names], "_split": folder.name})
+    )
     (folder / "dataset_info.json").write_text(json.dumps({"features": {k: {} for k in rows[0]}}))
 
 
@@ -150,8 +183,12 @@ def test_msd_save_to_disk_dataset_dict(tmp_path):
 def test_plain_jsonl_relative_to_its_folder(tmp_path):
     write_tone(tmp_path / "mine.wav", 0.1, 24000)
     path = tmp_path / "mine.jsonl"
-    path.write_text(json.dumps({"audio": "mine.wav", "question": "Genre?", "answer": "Rock."}) + "\n"
-                    + json.dumps({"audio": "gone.wav", "question": "", "answer": "x"}) + "\n")
+    path.write_text(
+        json.dumps({"audio": "mine.wav", "question": "Genre?", "answer": "Rock."})
+        + "\n"
+        + json.dumps({"audio": "gone.wav", "question": "", "answer": "x"})
+        + "\n"
+    )
     loaded = load_examples([path], None)
     assert [(e.audio, e.question, e.answer) for e in loaded.examples] == [(tmp_path / "mine.wav", "Genre?", "Rock.")]
     assert loaded.missing == [str(tmp_path / "gone.wav")]

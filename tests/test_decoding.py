@@ -4,9 +4,9 @@ min_new_tokens handled the same way, and a reused static cache leaves nothing be
 
 import pytest
 import torch
+from model_helpers import build_model
 from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-from model_helpers import build_model
 from musilingo_cli.model.decoding import Decoder, choose_tokens, filter_logits
 from musilingo_cli.model.generation import GenerationSettings, postprocess
 
@@ -90,8 +90,12 @@ def test_eos_ends_a_row_and_min_new_tokens_holds_it_off(tmp_path):
     batch = model.build_batch([torch.randn(3, 32)], ["Tempo?"], padding_side="left")
     settings = GenerationSettings.from_preset("greedy", max_new_tokens=6, min_new_tokens=3)
     ours = Decoder(model.llm).generate(batch.inputs_embeds, batch.attention_mask, settings, [0], pad)
-    theirs = model.llm.generate(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask,
-                                pad_token_id=pad, **settings.generate_kwargs())
+    theirs = model.llm.generate(
+        inputs_embeds=batch.inputs_embeds,
+        attention_mask=batch.attention_mask,
+        pad_token_id=pad,
+        **settings.generate_kwargs(),
+    )
     assert theirs[0].tolist() == [1, 1, 1, 0]  # three banned-EOS tokens, then EOS
     assert ours[0].tolist() == [1, 1, 1, 0] + [pad] * 2  # the same; after EOS only padding
 

@@ -13,8 +13,8 @@ import pytest
 import torch
 from model_helpers import make_mert, mert_config_dict
 
-from musilingo_cli.model.encoder import load_encoder, waves_to_tensor
 from musilingo_cli.core.errors import CheckpointError, ConfigError
+from musilingo_cli.model.encoder import load_encoder, waves_to_tensor
 
 PACKAGE = Path(__file__).resolve().parent.parent / "musilingo_cli"
 
@@ -52,7 +52,9 @@ def test_95m_like_post_ln_config_loads(tmp_path):
     make_mert(tmp_path, hidden=32, layers=2, seed=2)
     pre = load_encoder(str(tmp_path))
     config = json.loads((tmp_path / "config.json").read_text())
-    (tmp_path / "config.json").write_text(json.dumps({**config, "do_stable_layer_norm": False, "attention_relax": -1.0}))
+    (tmp_path / "config.json").write_text(
+        json.dumps({**config, "do_stable_layer_norm": False, "attention_relax": -1.0})
+    )
     post = load_encoder(str(tmp_path))
     assert type(post.model.encoder).__name__ == "HubertEncoder"
     assert type(pre.model.encoder).__name__ == "HubertEncoderStableLayerNorm"

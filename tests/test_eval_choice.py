@@ -209,7 +209,8 @@ def test_muchomusic_manifest_asks_the_prepared_prompt_and_finds_audio(tmp_path):
     assert rows[0]["path"] == str((tmp_path / "audio" / "00" / "1001.2min.mp3").resolve())
     mmau = items_of(_mmau_records(False), "mmau", tmp_path / "y.json")[1][0]
     assert prompt_for(mmau) == (
-        "Question m1?\nOptions:\n(A) Piano\n(B) Guitar\n(C) Violin\n(D) Drums\nAnswer with the text of the correct option."
+        "Question m1?\nOptions:\n(A) Piano\n(B) Guitar\n(C) Violin\n(D) Drums\n"
+        "Answer with the text of the correct option."
     )
 
 
@@ -266,7 +267,8 @@ def test_plot_of_a_choice_report_is_written(tmp_path):
     other = tmp_path / "other.json"
     other.write_text(json.dumps([{**r, "model_output": r["answer"]} for r in _mmau_records()]))
     png = tmp_path / "acc.png"
-    report = _eval("--split", "mmau-music", "--predictions", path, other, "--prediction-field", "model_output",
-                   "--plot", png)
+    report = _eval(
+        "--split", "mmau-music", "--predictions", path, other, "--prediction-field", "model_output", "--plot", png
+    )
     assert [s["accuracy"] for s in report] == [0.5, 1.0]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000

@@ -5,13 +5,13 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
 from audio_helpers import write_music
 from eval_helpers import wordnet  # noqa: F401  (fixture)
 from model_helpers import build_model
-from musilingo_cli.model.checkpoint import save_checkpoint
+from typer.testing import CliRunner
+
 from musilingo_cli.cli import app
+from musilingo_cli.model.checkpoint import save_checkpoint
 
 EXCERPT = Path(__file__).parent / "data" / "musicqa_eval_excerpt.json"  # real EvalMusicQA items (MU-LLaMA, MIT)
 runner = CliRunner()
@@ -25,9 +25,26 @@ def checkpoint(tmp_path_factory):
 
 
 def _eval(tmp_path, checkpoint, audio_dir):
-    args = ["eval", "--split", "musicqa", "--data", str(EXCERPT), "--model", str(checkpoint), "--audio-dir", str(audio_dir),
-            "--answers", str(tmp_path / "answers.jsonl"), "--preset", "greedy", "--max-new-tokens", "6",
-            "--no-bertscore", "--format", "json"]
+    args = [
+        "eval",
+        "--split",
+        "musicqa",
+        "--data",
+        str(EXCERPT),
+        "--model",
+        str(checkpoint),
+        "--audio-dir",
+        str(audio_dir),
+        "--answers",
+        str(tmp_path / "answers.jsonl"),
+        "--preset",
+        "greedy",
+        "--max-new-tokens",
+        "6",
+        "--no-bertscore",
+        "--format",
+        "json",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)

@@ -9,15 +9,15 @@ import pytest
 from eval_helpers import MUSICQA_EXCERPT, musicqa_json, tiny_bert, wordnet, write_jsonl  # noqa: F401
 from typer.testing import CliRunner
 
+from musilingo_cli.cli import app
+from musilingo_cli.core.errors import ConfigError, DataError
+from musilingo_cli.model.config import CAPTION_INSTRUCTION
 from musilingo_cli.pipelines.evaluate import metrics
 from musilingo_cli.pipelines.evaluate.answering import write_manifest
-from musilingo_cli.model.config import CAPTION_INSTRUCTION
 from musilingo_cli.pipelines.evaluate.config import EvalConfig, EvalItem
 from musilingo_cli.pipelines.evaluate.pairing import floor_references, pair
 from musilingo_cli.pipelines.evaluate.pipeline import run
 from musilingo_cli.pipelines.evaluate.readers import Prediction, load_split_items
-from musilingo_cli.cli import app
-from musilingo_cli.core.errors import ConfigError, DataError
 
 runner = CliRunner()
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared beside the checkout
@@ -35,7 +35,13 @@ def _answers(path: Path, texts: list[str], **extra) -> Path:
 def _mi_file(path: Path, with_kind: bool = True) -> Path:
     qa = []
     for i in range(6):
-        row = {"question": f"q{i}", "answer": f"a{i}", "ytid": f"yt{i}", "is_audioset_eval": i != 0, "sampling_rate": 48000}
+        row = {
+            "question": f"q{i}",
+            "answer": f"a{i}",
+            "ytid": f"yt{i}",
+            "is_audioset_eval": i != 0,
+            "sampling_rate": 48000,
+        }
         if with_kind:
             row["kind"] = "short" if i % 2 else "long"
         qa.append(row)
@@ -68,7 +74,9 @@ def test_musiccaps_csv_keeps_audioset_eval_rows(tmp_path):
         writer.writerow(["ytid", "start_s", "end_s", "caption", "is_audioset_eval"])
         writer.writerows([["a", 0, 10, "A slow song.", "True"], ["b", 0, 10, "Rock.", "False"]])
     items = load_split_items("musiccaps", path)
-    assert [(i.id, i.question, i.reference) for i in items] == [("a", "Please give a caption to the music.", "A slow song.")]
+    assert [(i.id, i.question, i.reference) for i in items] == [
+        ("a", "Please give a caption to the music.", "A slow song.")
+    ]
 
 
 def test_music_instruct_filters_eval_split_and_kind(tmp_path):
@@ -90,8 +98,11 @@ def test_hub_offline_and_not_cached_is_one_line_with_the_fix(tmp_path):
 def test_manifest_for_ask_resolves_ytids_and_names(tmp_path):
     (tmp_path / "yt1.flac").write_bytes(b"")
     (tmp_path / "012542.wav").write_bytes(b"")
-    items = [EvalItem("yt1:0", "yt1", "Q", "r"), EvalItem("012542.wav:0", "012542.wav", "Q", "r"),
-             EvalItem("gone:1", "gone", "Q", "r")]
+    items = [
+        EvalItem("yt1:0", "yt1", "Q", "r"),
+        EvalItem("012542.wav:0", "012542.wav", "Q", "r"),
+        EvalItem("gone:1", "gone", "Q", "r"),
+    ]
     rows = [json.loads(x) for x in write_manifest(items, tmp_path, tmp_path / "m.jsonl").read_text().splitlines()]
     assert [Path(r["path"]).name for r in rows] == ["yt1.flac", "012542.wav", "gone"]
     assert [r["id"] for r in rows] == ["yt1:0", "012542.wav:0", "gone:1"] and rows[0]["question"] == "Q"
@@ -150,11 +161,27 @@ def test_cli_json_two_files_side_by_side(tmp_path, wordnet, tiny_bert):
     records = [json.loads(line) for line in bad.read_text().splitlines()]
     records[2]["error"] = "AudioError: cannot decode"
     write_jsonl(bad, records)
-    result = runner.invoke(app, [
-        "eval", "--predictions", str(good), str(bad), "--split", "musicqa", "--data", str(refs),
-        "--bertscore-model", str(tiny_bert), "--bertscore-layers", "2", "--format", "json",
-        "--per-item", str(tmp_path / "scores"),
-    ])
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            "--predictions",
+            str(good),
+            str(bad),
+            "--split",
+            "musicqa",
+            "--data",
+            str(refs),
+            "--bertscore-model",
+            str(tiny_bert),
+            "--bertscore-layers",
+            "2",
+            "--format",
+            "json",
+            "--per-item",
+            str(tmp_path / "scores"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     assert [Path(o["predictions"]).name for o in out] == ["good.jsonl", "bad.jsonl"]
@@ -172,24 +199,43 @@ def test_cli_json_two_files_side_by_side(tmp_path, wordnet, tiny_bert):
 
 def test_floor_groups_by_the_references_questions_when_answers_have_only_ids(tmp_path, wordnet):
     refs = musicqa_json(tmp_path / "EvalMusicQA.json")
-    answers = write_jsonl(tmp_path / "ids.jsonl", [{"id": f"{a}:{i}", "answer": "Rock."} for i, (a, _, _) in enumerate(MUSICQA_EXCERPT)])
+    answers = write_jsonl(
+        tmp_path / "ids.jsonl", [{"id": f"{a}:{i}", "answer": "Rock."} for i, (a, _, _) in enumerate(MUSICQA_EXCERPT)]
+    )
     report = run(EvalConfig(predictions=[answers], references=refs, bertscore=False, write_per_item=False))
     # the excerpt has 3 questions asked twice and 6 asked once
     assert report.systems[0].counts["floor_fallback"] == 6
 
 
 def test_cli_lp_musiccaps_inference_json_with_own_references(tmp_path, wordnet):
-    pairs = [{"prediction": "A slow piano ballad.", "ground_truth": "A slow, sad piano ballad."},
-             {"prediction": "Loud rock with drums.", "ground_truth": "Rock music with loud drums and guitar."}]
+    pairs = [
+        {"prediction": "A slow piano ballad.", "ground_truth": "A slow, sad piano ballad."},
+        {"prediction": "Loud rock with drums.", "ground_truth": "Rock music with loud drums and guitar."},
+    ]
     path = tmp_path / "inference.json"
     path.write_text(json.dumps(pairs))
-    result = runner.invoke(app, [
-        "eval", "--predictions", str(path), "--prediction-field", "prediction", "--reference-field", "ground_truth",
-        "--no-bertscore", "--format", "json", "--profile", "musilingo-paper",
-    ])
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            "--predictions",
+            str(path),
+            "--prediction-field",
+            "prediction",
+            "--reference-field",
+            "ground_truth",
+            "--no-bertscore",
+            "--format",
+            "json",
+            "--profile",
+            "musilingo-paper",
+        ],
+    )
     assert result.exit_code == 0, result.output
     obj = json.loads(result.stdout)[0]
-    direct = metrics.score([p["prediction"] for p in pairs], [p["ground_truth"] for p in pairs], "musilingo-paper", None)
+    direct = metrics.score(
+        [p["prediction"] for p in pairs], [p["ground_truth"] for p in pairs], "musilingo-paper", None
+    )
     assert obj["bleu_mean"] == direct.scores["bleu_mean"] and obj["rouge_l"] == direct.scores["rouge_l"]
     assert obj["bertscore_f1"] is None and any("--no-bertscore" in n for n in obj["notes"])
     # no questions (a captioning file): all items share one implicit instruction, so no fallback
@@ -200,9 +246,15 @@ def test_cli_markdown_and_csv_name_profile_and_versions(tmp_path, wordnet):
     refs = musicqa_json(tmp_path / "EvalMusicQA.json")
     answers = _answers(tmp_path / "a.jsonl", ["The audio is rock."] * len(MUSICQA_EXCERPT))
     common = ["eval", "-p", str(answers), "--references", str(refs), "--no-bertscore", "--no-per-item"]
-    md = runner.invoke(app, common + ["--format", "markdown", "--profile", "musilingo-paper", "-o", str(tmp_path / "r.md")])
+    md = runner.invoke(
+        app, common + ["--format", "markdown", "--profile", "musilingo-paper", "-o", str(tmp_path / "r.md")]
+    )
     assert md.exit_code == 0, md.output
-    assert "replicates MusiLingo's qa.py" in md.stdout and "nltk 3." in md.stdout and "| B-U (qa.py: char sentence BLEU) |" in md.stdout
+    assert (
+        "replicates MusiLingo's qa.py" in md.stdout
+        and "nltk 3." in md.stdout
+        and "| B-U (qa.py: char sentence BLEU) |" in md.stdout
+    )
     assert (tmp_path / "r.md").read_text() == md.stdout
     table = runner.invoke(app, common + ["--format", "csv"])
     rows = list(csv.reader(io.StringIO(table.stdout)))
@@ -236,7 +288,9 @@ def test_cli_errors_are_one_line(tmp_path):
 
 def test_missing_reference_lists_ids(tmp_path):
     refs = musicqa_json(tmp_path / "EvalMusicQA.json")
-    answers = write_jsonl(tmp_path / "a.jsonl", [{"id": "nope:1", "answer": "x"}, {"id": "012542.wav:0", "answer": "y"}])
+    answers = write_jsonl(
+        tmp_path / "a.jsonl", [{"id": "nope:1", "answer": "x"}, {"id": "012542.wav:0", "answer": "y"}]
+    )
     with pytest.raises(DataError, match="nope:1"):
         run(EvalConfig(predictions=[answers], references=refs, bertscore=False, write_per_item=False))
 
@@ -254,7 +308,22 @@ def test_cli_plot_of_caption_scores_against_the_floor(tmp_path, wordnet):
     a = _answers(tmp_path / "a.jsonl", ["The audio is rock."] * len(MUSICQA_EXCERPT))
     b = _answers(tmp_path / "b.jsonl", ["A slow piano piece."] * len(MUSICQA_EXCERPT))
     png = tmp_path / "scores.png"
-    result = runner.invoke(app, ["eval", "-p", str(a), str(b), "--references", str(refs), "--no-bertscore",
-                                 "--no-per-item", "--format", "json", "--plot", str(png)])
+    result = runner.invoke(
+        app,
+        [
+            "eval",
+            "-p",
+            str(a),
+            str(b),
+            "--references",
+            str(refs),
+            "--no-bertscore",
+            "--no-per-item",
+            "--format",
+            "json",
+            "--plot",
+            str(png),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000

@@ -10,13 +10,13 @@ import torch
 from audio_helpers import write_corrupt, write_music
 from model_helpers import make_mert
 
-from musilingo_cli.model.adapter import combine_and_pool
-from musilingo_cli.model.audio import load_audio
-from musilingo_cli.data.datasets import Example
-from musilingo_cli.model.encoder import load_encoder
 from musilingo_cli.core.errors import ConfigError
 from musilingo_cli.core.journal import read_jsonl
+from musilingo_cli.data.datasets import Example
 from musilingo_cli.data.feature_cache import Crop, FeatureCache, FeatureSpec, build_cache, encoder_fingerprint
+from musilingo_cli.model.adapter import combine_and_pool
+from musilingo_cli.model.audio import load_audio
+from musilingo_cli.model.encoder import load_encoder
 
 
 @pytest.fixture(scope="module")
@@ -68,15 +68,18 @@ def test_hits_skip_the_encoder_and_match_direct_encoding(tmp_path, merts, clips)
     second = build_cache(_examples(clips), _cache(tmp_path, merts[0]), 1, again.load, again.encode)
     assert (second.hits, second.encoded, again.loads, again.calls) == (3, 0, 0, 0)
     assert second.keys == first.keys and not second.encoder_loaded
-    direct = combine_and_pool(load_encoder(str(merts[0]))(torch.from_numpy(load_audio(clips / "c2.wav", 24000))[None]),
-                              "mean", 8)[0]
+    direct = combine_and_pool(
+        load_encoder(str(merts[0]))(torch.from_numpy(load_audio(clips / "c2.wav", 24000))[None]), "mean", 8
+    )[0]
     cached = _cache(tmp_path, merts[0]).load(second.keys[2][0])
     assert cached.shape == direct.shape == (14, 32)  # 1.5 s -> 112 frames -> 112 / 8 tokens
     torch.testing.assert_close(cached, direct, rtol=1e-5, atol=1e-5)
 
 
 def test_changed_encoder_or_pool_window_is_never_reused(tmp_path, merts, clips):
-    base = build_cache(_examples(clips), _cache(tmp_path, merts[0]), 1, Encoder(merts[0]).load, Encoder(merts[0]).encode)
+    base = build_cache(
+        _examples(clips), _cache(tmp_path, merts[0]), 1, Encoder(merts[0]).load, Encoder(merts[0]).encode
+    )
     other = Encoder(merts[1])
     changed = build_cache(_examples(clips), _cache(tmp_path, merts[1]), 1, other.load, other.encode)
     assert (changed.hits, changed.encoded, other.loads) == (0, 3, 1)
@@ -95,7 +98,9 @@ def test_changed_encoder_or_pool_window_is_never_reused(tmp_path, merts, clips):
 
 
 def test_a_file_from_another_spec_is_refused(tmp_path, merts, clips):
-    report = build_cache(_examples(clips)[:1], _cache(tmp_path, merts[0]), 1, Encoder(merts[0]).load, Encoder(merts[0]).encode)
+    report = build_cache(
+        _examples(clips)[:1], _cache(tmp_path, merts[0]), 1, Encoder(merts[0]).load, Encoder(merts[0]).encode
+    )
     other = _cache(tmp_path, merts[0], window=16)
     key = report.keys[0][0]
     target = other.path(other.key("f" * 64, Crop()))  # a file under a key of the other spec
@@ -143,11 +148,26 @@ def test_ranks_shard_by_file_not_by_cache_state_and_hash_each_file_once(tmp_path
     reports = {}
 
     def rank1_runs_now():  # rank 0's barrier: rank 1 runs its whole pass while rank 0 waits
-        reports[1] = build_cache(examples, FeatureCache(tmp_path, _spec(merts[0]), rank=1), 1, encoders[1].load,
-                                 encoders[1].encode, rank=1, world=2)
+        reports[1] = build_cache(
+            examples,
+            FeatureCache(tmp_path, _spec(merts[0]), rank=1),
+            1,
+            encoders[1].load,
+            encoders[1].encode,
+            rank=1,
+            world=2,
+        )
 
-    reports[0] = build_cache(examples, FeatureCache(tmp_path, _spec(merts[0]), rank=0), 1, encoders[0].load,
-                             encoders[0].encode, rank=0, world=2, barrier=rank1_runs_now)
+    reports[0] = build_cache(
+        examples,
+        FeatureCache(tmp_path, _spec(merts[0]), rank=0),
+        1,
+        encoders[0].load,
+        encoders[0].encode,
+        rank=0,
+        world=2,
+        barrier=rank1_runs_now,
+    )
     assert (reports[0].encoded, reports[1].encoded) == (2, 2) and reports[0].hits == reports[1].hits == 0
     assert reports[0].keys == reports[1].keys and sorted(reports[0].keys) == [0, 1, 2, 3]
     assert len(list(tmp_path.glob("*/*.safetensors"))) == 4

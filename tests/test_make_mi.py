@@ -18,7 +18,9 @@ SECRET = "sk-test-secret-value"  # what make_mi_helpers puts in OPENAI_API_KEY
 def _requests_expected(out):
     """One generation per unit, plus one filter per unit with pairs left after the rules."""
     journal = read_jsonl(out / "journal.jsonl")
-    return sum(r["type"] == "generated" for r in journal) + sum(r["type"] == "filtered" and r["attempts"] > 0 for r in journal)
+    return sum(r["type"] == "generated" for r in journal) + sum(
+        r["type"] == "filtered" and r["attempts"] > 0 for r in journal
+    )
 
 
 def _load(out, name):
@@ -33,11 +35,18 @@ def _check_complete(out, captions):
     assert set(filtered) == {(c, k) for c in captions for k in ("short", "long")} and set(filtered.values()) == {1}
     for kind in ("short", "long"):
         qa = _load(out, f"music_instruct_{kind}.json")["QA"]
-        assert {item["ytid"] for item in qa} <= set(captions) and len({item["ytid"] for item in qa}) > len(captions) // 2
+        assert {item["ytid"] for item in qa} <= set(captions) and len({item["ytid"] for item in qa}) > len(
+            captions
+        ) // 2
         keys = [(item["ytid"], item["pair_index"]) for item in qa]
         assert len(keys) == len(set(keys))
         for item in qa:
-            assert item["kind"] == kind and item["caption"] == captions[item["ytid"]] and item["question"] and item["answer"]
+            assert (
+                item["kind"] == kind
+                and item["caption"] == captions[item["ytid"]]
+                and item["question"]
+                and item["answer"]
+            )
             assert len(item["prompt_sha256"]) == 64 and item["model"] == "local-test"
         train = _load(out, f"music_instruct_{kind}_train.json")["QA"]
         test = _load(out, f"music_instruct_{kind}_test.json")["QA"]
@@ -49,7 +58,11 @@ def _check_complete(out, captions):
 def test_clean_run_over_musiccaps_excerpt(tmp_path):
     captions = excerpt_captions()
     with ChatServer() as server:
-        result = run_cli(fast_args(server.base_url, tmp_path / "out", "--captions", str(write_excerpt(tmp_path)), "--concurrency", "4"))
+        result = run_cli(
+            fast_args(
+                server.base_url, tmp_path / "out", "--captions", str(write_excerpt(tmp_path)), "--concurrency", "4"
+            )
+        )
         assert result.returncode == 0, result.stderr
         served = server.served()
     out = tmp_path / "out"
@@ -70,7 +83,9 @@ def test_clean_run_over_musiccaps_excerpt(tmp_path):
 
 def test_filter_drops_exactly_the_pairs_the_server_judges_negative(tmp_path):
     with ChatServer() as server:
-        result = run_cli(fast_args(server.base_url, tmp_path / "out", "--captions", str(write_excerpt(tmp_path)), "--kind", "short"))
+        result = run_cli(
+            fast_args(server.base_url, tmp_path / "out", "--captions", str(write_excerpt(tmp_path)), "--kind", "short")
+        )
         assert result.returncode == 0, result.stderr
     out = tmp_path / "out"
     journal = read_jsonl(out / "journal.jsonl")
@@ -80,8 +95,18 @@ def test_filter_drops_exactly_the_pairs_the_server_judges_negative(tmp_path):
     positive = {(cid, i) for cid, i, p in generated if NEGATIVE_MARKER not in p["answer"] and (cid, i) not in rules}
     assert negative and rules  # the excerpt exercises both
     rejects = read_jsonl(out / "rejects.jsonl")
-    dropped = {(r["ytid"], next(i for c, i, p in generated if c == r["ytid"] and p["question"] == r["question"] and p["answer"] == r["answer"]))
-               for r in rejects if r["reason"] == "filter_negative"}
+    dropped = {
+        (
+            r["ytid"],
+            next(
+                i
+                for c, i, p in generated
+                if c == r["ytid"] and p["question"] == r["question"] and p["answer"] == r["answer"]
+            ),
+        )
+        for r in rejects
+        if r["reason"] == "filter_negative"
+    }
     assert dropped == negative
     kept = {(i["ytid"], i["pair_index"]) for i in _load(out, "music_instruct_short.json")["QA"]}
     assert kept == positive
@@ -94,7 +119,11 @@ def test_filter_drops_exactly_the_pairs_the_server_judges_negative(tmp_path):
 def test_ten_percent_faults_end_complete(tmp_path):
     captions = excerpt_captions()
     with ChatServer(Faults.spread(0.10, hang_s=1.5), seed=7) as server:
-        result = run_cli(fast_args(server.base_url, tmp_path / "out", "--captions", str(write_excerpt(tmp_path)), "--concurrency", "8"))
+        result = run_cli(
+            fast_args(
+                server.base_url, tmp_path / "out", "--captions", str(write_excerpt(tmp_path)), "--concurrency", "8"
+            )
+        )
         assert result.returncode == 0, result.stderr
     _check_complete(tmp_path / "out", captions)
     outcomes = Counter(e["outcome"] for e in server.log)
@@ -106,8 +135,18 @@ def test_ten_percent_faults_end_complete(tmp_path):
 def test_each_fault_is_retried_and_retry_after_is_honoured(tmp_path):
     script = ("rate_limit", "server_error", "hang", "bad_body", "not_json")
     with ChatServer(Faults(script=script, retry_after="0.4", hang_s=1.5)) as server:
-        result = run_cli(fast_args(server.base_url, tmp_path / "out", "--captions", str(write_excerpt(tmp_path, rows=1)),
-                                   "--kind", "short", "--concurrency", "1"))
+        result = run_cli(
+            fast_args(
+                server.base_url,
+                tmp_path / "out",
+                "--captions",
+                str(write_excerpt(tmp_path, rows=1)),
+                "--kind",
+                "short",
+                "--concurrency",
+                "1",
+            )
+        )
         assert result.returncode == 0, result.stderr
     outcomes = [e["outcome"] for e in server.log]
     assert outcomes == ["http_429", "http_500", "hang", "bad_body", "not_json", "ok", "ok"]
@@ -141,8 +180,18 @@ def test_exhausted_retries_record_failure_and_rerun_retries_only_those(tmp_path)
 
 def test_unparseable_replies_fail_with_reason(tmp_path):
     with ChatServer(Faults(not_json=1.0)) as server:
-        result = run_cli(fast_args(server.base_url, tmp_path / "out", "--captions", str(write_excerpt(tmp_path, rows=2)),
-                                   "--kind", "long", "--max-retries", "1"))
+        result = run_cli(
+            fast_args(
+                server.base_url,
+                tmp_path / "out",
+                "--captions",
+                str(write_excerpt(tmp_path, rows=2)),
+                "--kind",
+                "long",
+                "--max-retries",
+                "1",
+            )
+        )
         assert result.returncode == 1 and "every caption failed" in result.stderr  # nothing usable: not a success
     rejects = read_jsonl(tmp_path / "out" / "rejects.jsonl")
     assert [r["reason"] for r in rejects] == ["failed_generate:unparseable"] * 2
@@ -198,7 +247,9 @@ def test_outputs_rebuild_from_the_journal_without_requests(tmp_path):
 
 def test_refused_key_fails_fast_without_showing_it(tmp_path):
     with ChatServer(status_for_all=401) as server:
-        result = run_cli(fast_args(server.base_url, tmp_path / "out", "--captions", str(write_excerpt(tmp_path, rows=5))))
+        result = run_cli(
+            fast_args(server.base_url, tmp_path / "out", "--captions", str(write_excerpt(tmp_path, rows=5)))
+        )
         assert result.returncode == 1
         assert len(server.log) <= 4  # no retries: at most the requests already in flight
     assert "HTTP 401" in result.stderr and "OPENAI_API_KEY" in result.stderr and server.base_url in result.stderr
@@ -209,8 +260,18 @@ def test_key_file_is_sent_and_never_shown(tmp_path):
     key_file = tmp_path / "key.txt"
     key_file.write_text("sk-from-a-key-file\n")
     with ChatServer() as server:
-        result = run_cli(fast_args(server.base_url, tmp_path / "out", "--captions", str(write_excerpt(tmp_path, rows=2)),
-                                   "--kind", "short", "--api-key-file", str(key_file)))
+        result = run_cli(
+            fast_args(
+                server.base_url,
+                tmp_path / "out",
+                "--captions",
+                str(write_excerpt(tmp_path, rows=2)),
+                "--kind",
+                "short",
+                "--api-key-file",
+                str(key_file),
+            )
+        )
         assert result.returncode == 0, result.stderr
         assert {e["authorization"] for e in server.log} == {"Bearer sk-from-a-key-file"}  # the file wins over the env
     written = "".join(p.read_text() for p in (tmp_path / "out").rglob("*") if p.is_file())
@@ -219,8 +280,16 @@ def test_key_file_is_sent_and_never_shown(tmp_path):
 
 def test_server_without_json_mode_gets_plain_requests(tmp_path):
     with ChatServer(reject_json_mode=True) as server:
-        result = run_cli(fast_args(server.base_url, tmp_path / "out", "--captions", str(write_excerpt(tmp_path, rows=3)),
-                                   "--concurrency", "1"))
+        result = run_cli(
+            fast_args(
+                server.base_url,
+                tmp_path / "out",
+                "--captions",
+                str(write_excerpt(tmp_path, rows=3)),
+                "--concurrency",
+                "1",
+            )
+        )
         assert result.returncode == 0, result.stderr
     assert server.log[0]["outcome"] == "http_400" and server.log[0]["json_mode"]
     assert all(not e["json_mode"] and e["outcome"] == "ok" for e in server.log[1:])
@@ -229,8 +298,18 @@ def test_server_without_json_mode_gets_plain_requests(tmp_path):
 
 def test_dry_run_sends_nothing_and_estimates_cost(tmp_path):
     with ChatServer() as server:
-        args = ["make-mi", "--captions", str(write_excerpt(tmp_path)), "--out", str(tmp_path / "out"),
-                "--base-url", server.base_url, "--model", "gpt-4o-mini", "--dry-run"]
+        args = [
+            "make-mi",
+            "--captions",
+            str(write_excerpt(tmp_path)),
+            "--out",
+            str(tmp_path / "out"),
+            "--base-url",
+            server.base_url,
+            "--model",
+            "gpt-4o-mini",
+            "--dry-run",
+        ]
         result = run_cli(args)
         assert result.returncode == 0, result.stderr
         assert server.log == []

@@ -5,9 +5,9 @@ import json
 import pytest
 from make_mi_helpers import MUSICCAPS_EXCERPT, run_cli, write_excerpt
 
+from musilingo_cli.core.errors import ConfigError, DataError
 from musilingo_cli.data.captions import read_captions
 from musilingo_cli.pipelines.chat_api import UnparseableReply, parse_json_reply, retry_after
-from musilingo_cli.core.errors import ConfigError, DataError
 from musilingo_cli.pipelines.make_mi import MakeMIConfig, load_prompt, parse_pairs, parse_verdicts, rule_rejects
 
 
@@ -56,14 +56,19 @@ def test_unreadable_rows_name_their_line(tmp_path):
 
 def test_empty_captions_skipped_and_counted(tmp_path):
     path = tmp_path / "caps.csv"
-    path.write_text('ytid,caption,is_audioset_eval\na,"A slow piano ballad.",False\nb,"  ",True\nc,,False\nd,Loud drums.,True\n')
+    path.write_text(
+        'ytid,caption,is_audioset_eval\na,"A slow piano ballad.",False\nb,"  ",True\nc,,False\nd,Loud drums.,True\n'
+    )
     got = read_captions(path)
     assert [c.id for c in got.captions] == ["a", "d"] and got.skipped_empty == 2
 
 
 def test_jsonl_with_custom_columns(tmp_path):
     path = tmp_path / "caps.jsonl"
-    rows = [{"track": "t1", "desc": "Calm ambient pads.", "split": "test"}, {"track": "t2", "desc": "Fast punk.", "split": "train"}]
+    rows = [
+        {"track": "t1", "desc": "Calm ambient pads.", "split": "test"},
+        {"track": "t2", "desc": "Fast punk.", "split": "train"},
+    ]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     got = read_captions(path, id_column="track", caption_column="desc", split_column="split")
     assert [(c.id, c.is_eval) for c in got.captions] == [("t1", True), ("t2", False)]
@@ -77,7 +82,11 @@ def test_bad_csv_is_one_red_line_from_the_cli(tmp_path):
     path.write_text("clip,text\na,hello\n")
     result = run_cli(["make-mi", "--captions", str(path), "--out", str(tmp_path / "out"), "--dry-run"])
     assert result.returncode == 1
-    assert result.stderr.strip().count("\n") == 0 and "no column 'ytid'" in result.stderr and "Traceback" not in result.stderr
+    assert (
+        result.stderr.strip().count("\n") == 0
+        and "no column 'ytid'" in result.stderr
+        and "Traceback" not in result.stderr
+    )
 
 
 def test_tolerant_json_parsing():
@@ -92,11 +101,16 @@ def test_tolerant_json_parsing():
 
 def test_pairs_and_verdicts_parsing():
     pairs, bad = parse_pairs({"pairs": [{"question": " Q? ", "answer": "A."}, {"question": 3}, "junk"]})
-    assert pairs == [{"question": "Q?", "answer": "A."}] and [b["reason"] for b in bad] == ["unparseable", "unparseable"]
+    assert pairs == [{"question": "Q?", "answer": "A."}] and [b["reason"] for b in bad] == [
+        "unparseable",
+        "unparseable",
+    ]
     assert parse_pairs([{"q": "Q", "a": "A"}])[0] == [{"question": "Q", "answer": "A"}]
     with pytest.raises(UnparseableReply):
         parse_pairs({"answer": "no list"})
-    verdicts = parse_verdicts({"verdicts": [{"index": 2, "faithful": "no"}, {"index": 1, "faithful": True, "reason": "ok"}]}, 2)
+    verdicts = parse_verdicts(
+        {"verdicts": [{"index": 2, "faithful": "no"}, {"index": 1, "faithful": True, "reason": "ok"}]}, 2
+    )
     assert [v["faithful"] for v in verdicts] == [True, False]
     with pytest.raises(UnparseableReply, match=r"no verdict for pairs \[2\]"):
         parse_verdicts({"verdicts": [{"index": 1, "faithful": True}]}, 2)
@@ -109,7 +123,10 @@ def test_outlier_rules_each_reason():
         {"question": "What genre is this ?", "answer": "Jazz."},
         {"question": "What does the caption say?", "answer": "A jazz ballad."},
         {"question": "Who sings?", "answer": ""},
-        {"question": "Which instruments play?", "answer": "Distorted electric guitars, synthesizer arpeggios, trap hi-hats and autotuned rap."},
+        {
+            "question": "Which instruments play?",
+            "answer": "Distorted electric guitars, synthesizer arpeggios, trap hi-hats and autotuned rap.",
+        },
         {"question": "Describe the drums.", "answer": " ".join(["brushed drums"] * 40)},
         {"question": "Is there a singer?", "answer": "Yes, a soft female voice."},
     ]

@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 from eval_helpers import tiny_bert, tiny_roberta, wordnet  # noqa: F401 - session fixtures
 
-from musilingo_cli.pipelines.evaluate import metrics
-from musilingo_cli.pipelines.evaluate import nltk_data
 from musilingo_cli.core.errors import DataError
+from musilingo_cli.pipelines.evaluate import metrics, nltk_data
 
 SLOW = "The tempo of the music is slow."
 # metrics.md §1.3: (ref, cand, qa B-U, qa char-BLEU4, word BLEU-4, word BLEU-1,
@@ -18,8 +17,30 @@ TABLE = [
     (SLOW, SLOW, 1.000, 1.000, 1.000, 1.000, 1.000, 1.000, 0.999, 0.999),
     (SLOW, "The tempo of the music is fast.", 0.846, 0.821, 0.707, 0.875, 0.857, 0.857, 0.865, 0.865),
     (SLOW, "It is a slow song.", 0.183, 0.097, 0.000, 0.358, 0.286, 0.333, 0.192, 0.192),
-    ("Electric guitar, bass and drums.", "electric guitar bass and drums", 0.851, 0.797, 0.000, 0.536, 1.000, 1.000, 0.712, 0.712),
-    ("The guitars are playing melodies.", "A guitar plays a melody.", 0.442, 0.295, 0.000, 0.167, 0.600, 0.000, 0.526, 0.526),
+    (
+        "Electric guitar, bass and drums.",
+        "electric guitar bass and drums",
+        0.851,
+        0.797,
+        0.000,
+        0.536,
+        1.000,
+        1.000,
+        0.712,
+        0.712,
+    ),
+    (
+        "The guitars are playing melodies.",
+        "A guitar plays a melody.",
+        0.442,
+        0.295,
+        0.000,
+        0.167,
+        0.600,
+        0.000,
+        0.526,
+        0.526,
+    ),
     ("Yes.", "No.", 0.000, 0.000, 0.000, 0.500, 0.000, 0.000, 0.250, 0.250),
 ]
 
@@ -68,10 +89,18 @@ def test_standard_bleu_equals_nltk_corpus_bleu_on_13a_tokens(wordnet):
     from nltk.translate.bleu_score import corpus_bleu
     from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 
-    refs = [SLOW, "An upbeat rock track with electric guitars and drums.", "A female vocalist sings a sad ballad.",
-            "The genre is jazz, with a walking bass."]
-    cands = ["The tempo is slow.", "An energetic rock track with guitars and drums.", "A female singer sings a ballad.",
-             "The genre is jazz."]
+    refs = [
+        SLOW,
+        "An upbeat rock track with electric guitars and drums.",
+        "A female vocalist sings a sad ballad.",
+        "The genre is jazz, with a walking bass.",
+    ]
+    cands = [
+        "The tempo is slow.",
+        "An energetic rock track with guitars and drums.",
+        "A female singer sings a ballad.",
+        "The genre is jazz.",
+    ]
     tok = Tokenizer13a()
     result = metrics.score(cands, refs, "standard", bert=None)
     for n in (1, 2, 3, 4):
@@ -86,13 +115,20 @@ def test_empty_prediction_scores_zero_everywhere(tiny_bert, wordnet):
     spec = metrics.BertScoreSpec(str(tiny_bert), 2)
     result = metrics.score(["", "The tempo is slow."], [SLOW, SLOW], "musilingo-paper", bert=spec)
     empty = result.per_item[0]
-    assert all(empty[k] == pytest.approx(0.0, abs=1e-12) for k in ("bleu_mean", "meteor", "rouge_l", "bertscore_recall", "bertscore_f1"))
+    assert all(
+        empty[k] == pytest.approx(0.0, abs=1e-12)
+        for k in ("bleu_mean", "meteor", "rouge_l", "bertscore_recall", "bertscore_f1")
+    )
     assert result.per_item[1]["bertscore_recall"] > 0
 
 
 def test_bertscore_tiny_bert_identical_is_one(tiny_bert):
     p, r, f, hash_ = metrics.bertscore([SLOW, "rock"], [SLOW, "jazz"], metrics.BertScoreSpec(str(tiny_bert), 2))
-    assert p[0] == pytest.approx(1.0, abs=1e-5) and r[0] == pytest.approx(1.0, abs=1e-5) and f[0] == pytest.approx(1.0, abs=1e-5)
+    assert (
+        p[0] == pytest.approx(1.0, abs=1e-5)
+        and r[0] == pytest.approx(1.0, abs=1e-5)
+        and f[0] == pytest.approx(1.0, abs=1e-5)
+    )
     assert f[1] < 0.999
     assert "_L2_no-idf" in hash_
 
@@ -194,12 +230,23 @@ def test_lexnames_agree_with_data_files():
 
 def test_wordnet_missing_everywhere_is_one_line_error(tmp_path):
     with pytest.raises(DataError, match="wordnet-base.*nltk.downloader wordnet"):
-        nltk_data.locate_wordnet(tmp_path / "cache", debian_dir=tmp_path / "none",
-                                 search_normal_paths=False, allow_download=False)
+        nltk_data.locate_wordnet(
+            tmp_path / "cache", debian_dir=tmp_path / "none", search_normal_paths=False, allow_download=False
+        )
 
 
 def test_punkt_found_and_word_tokenize_works():
     from nltk import word_tokenize
 
     assert nltk_data.ensure_punkt() in ("nltk_data", "bundled (empty ortho_context)")
-    assert word_tokenize("It isn't slow. Mr. Smith plays.") == ["It", "is", "n't", "slow", ".", "Mr.", "Smith", "plays", "."]
+    assert word_tokenize("It isn't slow. Mr. Smith plays.") == [
+        "It",
+        "is",
+        "n't",
+        "slow",
+        ".",
+        "Mr.",
+        "Smith",
+        "plays",
+        ".",
+    ]

@@ -4,8 +4,8 @@ on the same tiny random weights and inputs."""
 
 import pytest
 import torch
-
 from model_helpers import build_model
+
 from musilingo_cli.model.adapter import num_audio_tokens, pool_time
 from musilingo_cli.model.generation import GenerationSettings, postprocess
 from musilingo_cli.model.musilingo import IGNORE
@@ -31,7 +31,7 @@ def official_encode_audio(model, waves):
     w = 325
     avg_tmp = x[:, : t // w * w].reshape(b, t // w, w, d).mean(2)
     if t % w > 0:
-        avg_tmp = torch.cat([avg_tmp, x[:, t // w * w:].mean(1, keepdim=True)], dim=1)
+        avg_tmp = torch.cat([avg_tmp, x[:, t // w * w :].mean(1, keepdim=True)], dim=1)
     return model.adapter.proj(avg_tmp)  # llama_proj
 
 
@@ -43,7 +43,9 @@ def official_wrap(model, audio_embeds, instructions):
     pb = tok(list(befores), return_tensors="pt", padding="longest", add_special_tokens=False)
     pa = tok(list(afters), return_tensors="pt", padding="longest", add_special_tokens=False)
     embeds = torch.cat([embed(pb.input_ids), audio_embeds, embed(pa.input_ids)], dim=1)
-    atts = torch.cat([pb.attention_mask, torch.ones(audio_embeds.shape[:2], dtype=torch.long), pa.attention_mask], dim=1)
+    atts = torch.cat(
+        [pb.attention_mask, torch.ones(audio_embeds.shape[:2], dtype=torch.long), pa.attention_mask], dim=1
+    )
     return embeds, atts
 
 
@@ -65,8 +67,13 @@ def official_answer(model, wave, instruction, max_new_tokens):
     audio = official_encode_audio(model, wave[None])
     wrapped, _ = official_wrap(model, audio, [instruction])
     bos = model.llm.get_input_embeddings()(torch.tensor([[model.tokenizer.bos_token_id]]))
-    out = model.llm.generate(inputs_embeds=torch.cat([bos, wrapped], dim=1), max_new_tokens=max_new_tokens,
-                             do_sample=False, num_beams=1, pad_token_id=model.tokenizer.pad_token_id)
+    out = model.llm.generate(
+        inputs_embeds=torch.cat([bos, wrapped], dim=1),
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        num_beams=1,
+        pad_token_id=model.tokenizer.pad_token_id,
+    )
     text = model.tokenizer.decode(out[0], skip_special_tokens=True)
     return postprocess(text, "###")
 
@@ -97,8 +104,8 @@ def test_labels_are_ignore_exactly_outside_target(model, waves):
         kept = row[row != IGNORE].tolist()
         assert kept == target
         end = int(mask.sum())  # right padding: the target ends where the row ends
-        assert row[end - len(target):end].tolist() == target
-        assert (row[:end - len(target)] == IGNORE).all() and (row[end:] == IGNORE).all()
+        assert row[end - len(target) : end].tolist() == target
+        assert (row[: end - len(target)] == IGNORE).all() and (row[end:] == IGNORE).all()
 
 
 def test_target_truncated_to_max_txt_len(model, waves):
@@ -116,7 +123,7 @@ def test_audio_spliced_at_placeholders(model, waves):
     before = len(model.tokenizer("###Human: <Audio>", add_special_tokens=False).input_ids)
     for i in range(2):
         start = int((batch.attention_mask[i] == 0).sum()) + 1 + before  # pads, BOS, prompt half
-        torch.testing.assert_close(batch.inputs_embeds[i, start:start + n], audio[i * n:(i + 1) * n])
+        torch.testing.assert_close(batch.inputs_embeds[i, start : start + n], audio[i * n : (i + 1) * n])
 
 
 def test_pool_then_project_equals_project_then_pool(model):
@@ -129,7 +136,7 @@ def test_pool_then_project_equals_project_then_pool(model):
 def test_pool_counts(frames, tokens):
     x = torch.randn(1, frames, 4)
     assert pool_time(x, 325).shape[1] == tokens == num_audio_tokens(frames, 325)
-    torch.testing.assert_close(pool_time(x, 325)[0, -1], x[0, (tokens - 1) * 325:].mean(0))
+    torch.testing.assert_close(pool_time(x, 325)[0, -1], x[0, (tokens - 1) * 325 :].mean(0))
 
 
 def test_only_adapter_trains(model, waves):
@@ -166,7 +173,10 @@ def test_decoded_stop_is_per_row(model):
     from musilingo_cli.model.musilingo import DecodedStop
 
     tok = model.tokenizer
-    rows = [tok("It is rock.###", add_special_tokens=False).input_ids, tok("It is a calm song", add_special_tokens=False).input_ids]
+    rows = [
+        tok("It is rock.###", add_special_tokens=False).input_ids,
+        tok("It is a calm song", add_special_tokens=False).input_ids,
+    ]
     width = max(map(len, rows))
     ids = torch.tensor([[tok.pad_token_id] * (width - len(r)) + r for r in rows])
     assert DecodedStop(tok, "###")(ids, None).tolist() == [True, False]

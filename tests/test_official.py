@@ -20,23 +20,40 @@ import pytest
 import torch
 from model_helpers import make_llm, make_mert
 
+from musilingo_cli.core.errors import CheckpointError
 from musilingo_cli.model.checkpoint import read_checkpoint, save_checkpoint
 from musilingo_cli.model.config import ModelConfig
 from musilingo_cli.model.encoder import waves_to_tensor
-from musilingo_cli.core.errors import CheckpointError
 from musilingo_cli.model.generation import GenerationSettings
 from musilingo_cli.model.loader import assemble, load_model
-from musilingo_cli.model.release import (MERT_330M, VICUNA_V0_TOKENIZER, find_prefixes, llama_config_from,
-                                    mert_config_from)
+from musilingo_cli.model.release import (
+    MERT_330M,
+    VICUNA_V0_TOKENIZER,
+    find_prefixes,
+    llama_config_from,
+    mert_config_from,
+)
 
 GREEDY = GenerationSettings.from_preset("greedy", max_new_tokens=8)
 QUESTIONS = ["What genre is this?", "Describe the audio in detail."]
-RELEASE_CONFIG = {"architectures": ["MusilingoModel"], "model_type": "musilingo",
-                  "auto_map": {"AutoConfig": "configuration_musilingo.MusiLingoConfig",
-                               "AutoModel": "modelling_musilingo.MusilingoModel"},
-                  "mert_model": "m-a-p/MERT-v1-330M", "llama_model": "/path/to/7B_vicuna", "max_txt_len": 32,
-                  "end_sym": "\n", "prompt_template": "###Human: {} ###Assistant: ", "vocab_size": 32001,
-                  "pad_token_id": 0, "low_resource": False, "device_8bit": 0, "prompt_path": ""}
+RELEASE_CONFIG = {
+    "architectures": ["MusilingoModel"],
+    "model_type": "musilingo",
+    "auto_map": {
+        "AutoConfig": "configuration_musilingo.MusiLingoConfig",
+        "AutoModel": "modelling_musilingo.MusilingoModel",
+    },
+    "mert_model": "m-a-p/MERT-v1-330M",
+    "llama_model": "/path/to/7B_vicuna",
+    "max_txt_len": 32,
+    "end_sym": "\n",
+    "prompt_template": "###Human: {} ###Assistant: ",
+    "vocab_size": 32001,
+    "pad_token_id": 0,
+    "low_resource": False,
+    "device_8bit": 0,
+    "prompt_path": "",
+}
 WRAPPED = {"proj": "model.", "encoder": "model.audio_encoder.", "llm": "model.llama_model."}
 FLAT = {"proj": "", "encoder": "mert.", "llm": "vicuna."}
 
@@ -56,8 +73,12 @@ def parts(tmp_path_factory):
 def waves():
     rng = np.random.default_rng(0)
     t = np.arange(24000 * 2) / 24000
-    return waves_to_tensor([(0.3 * np.sin(2 * np.pi * f * t) + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
-                            for f in (220.0, 330.0)])
+    return waves_to_tensor(
+        [
+            (0.3 * np.sin(2 * np.pi * f * t) + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
+            for f in (220.0, 330.0)
+        ]
+    )
 
 
 def reference(parts) -> object:
@@ -75,21 +96,30 @@ def answers(model, waves) -> list[str]:
 def mert_state(directory: Path, legacy: bool) -> dict[str, torch.Tensor]:
     state = torch.load(directory / "pytorch_model.bin", weights_only=True)
     if not legacy:  # how a newer torch names weight-norm tensors
-        state = {k.replace("weight_g", "parametrizations.weight.original0")
-                  .replace("weight_v", "parametrizations.weight.original1"): v for k, v in state.items()}
+        state = {
+            k.replace("weight_g", "parametrizations.weight.original0").replace(
+                "weight_v", "parametrizations.weight.original1"
+            ): v
+            for k, v in state.items()
+        }
     return state
 
 
-def write_release(out: Path, parts, prefixes: dict[str, str], legacy: bool, rotary: bool, tokenizer: bool,
-                  shards: int = 3) -> Path:
+def write_release(
+    out: Path, parts, prefixes: dict[str, str], legacy: bool, rotary: bool, tokenizer: bool, shards: int = 3
+) -> Path:
     """A release directory as the hub holds it: config.json, N shards, the index, tokenizer files."""
     from safetensors.torch import load_file, save_file
 
     root, w, b = parts
     llm = load_file(root / "llm" / "model.safetensors")
     if rotary:  # the 2023 LLaMA code saved its rotary buffers with the weights
-        llm.update({f"model.layers.{i}.self_attn.rotary_emb.inv_freq": 1.0 / 10000 ** (torch.arange(0, 16, 2) / 16)
-                    for i in range(2)})
+        llm.update(
+            {
+                f"model.layers.{i}.self_attn.rotary_emb.inv_freq": 1.0 / 10000 ** (torch.arange(0, 16, 2) / 16)
+                for i in range(2)
+            }
+        )
     state = {prefixes["proj"] + "llama_proj.weight": w, prefixes["proj"] + "llama_proj.bias": b}
     state.update({prefixes["encoder"] + k: v for k, v in mert_state(root / "mert", legacy).items()})
     state.update({prefixes["llm"] + k: v for k, v in llm.items()})
@@ -100,7 +130,9 @@ def write_release(out: Path, parts, prefixes: dict[str, str], legacy: bool, rota
         chunk = {k: state[k].contiguous() for k in keys[i::shards]}
         save_file(chunk, out / name, metadata={"format": "pt"})
         weight_map.update(dict.fromkeys(chunk, name))
-    (out / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": 0}, "weight_map": weight_map}))
+    (out / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": 0}, "weight_map": weight_map})
+    )
     (out / "config.json").write_text(json.dumps(RELEASE_CONFIG))
     (out / "modelling_musilingo.py").write_text("raise SystemExit('remote code must never run')\n")
     if tokenizer:
@@ -134,12 +166,22 @@ def cache_snapshot(cache: Path, repo: str, files: list[Path]) -> None:
 
 # --- (a) the adapter-only .pth ---
 
+
 def test_official_pth_loads_like_directly_set_weights(parts, waves, tmp_path):
     root, w, b = parts
     pth = tmp_path / "checkpoint_5.pth"
-    torch.save({"model": {"llama_proj.weight": w, "llama_proj.bias": b,
-                          "llama_model.model.layers.0.self_attn.rotary_emb.inv_freq": torch.ones(8)},
-                "optimizer": {}, "epoch": 5}, pth)
+    torch.save(
+        {
+            "model": {
+                "llama_proj.weight": w,
+                "llama_proj.bias": b,
+                "llama_model.model.layers.0.self_attn.rotary_emb.inv_freq": torch.ones(8),
+            },
+            "optimizer": {},
+            "epoch": 5,
+        },
+        pth,
+    )
     model = load_model(str(pth), encoder=str(root / "mert"), llm=str(root / "llm"))
     assert torch.equal(model.adapter.proj.weight, w) and torch.equal(model.adapter.proj.bias, b)
     assert answers(model, waves) == answers(reference(parts), waves)
@@ -160,6 +202,7 @@ def test_pth_with_pickled_object_is_refused(parts, tmp_path, capsys):
 
 
 # --- (b) the full release ---
+
 
 @pytest.mark.parametrize("layout", ["wrapped", "flat"])
 def test_release_loads_like_its_parts(parts, waves, tmp_path, hf_cache, layout):
@@ -242,9 +285,15 @@ def test_directory_that_is_not_a_release_is_refused(tmp_path):
 
 # --- full-size shapes (meta tensors: no memory) ---
 
+
 def test_prefix_search_tolerates_nesting():
-    keys = ["llama_proj.weight", "llama_proj.bias", "enc.feature_extractor.conv_layers.0.conv.weight",
-            "model.embed_tokens.weight", "lm_head.weight"]
+    keys = [
+        "llama_proj.weight",
+        "llama_proj.bias",
+        "enc.feature_extractor.conv_layers.0.conv.weight",
+        "model.embed_tokens.weight",
+        "lm_head.weight",
+    ]
     assert find_prefixes(keys) == {"proj": "llama_proj.", "encoder": "enc.", "llm": ""}
 
 
@@ -254,12 +303,25 @@ def test_full_size_configs_from_shapes():
     from musilingo_cli.model.encoder import mert_to_hubert_config
 
     m = lambda *s: torch.empty(*s, device="meta")  # noqa: E731
-    llm = {"model.embed_tokens.weight": m(32001, 4096), "model.layers.0.mlp.gate_proj.weight": m(11008, 4096),
-           "model.layers.0.self_attn.k_proj.weight": m(4096, 4096), "model.layers.31.input_layernorm.weight": m(4096)}
+    llm = {
+        "model.embed_tokens.weight": m(32001, 4096),
+        "model.layers.0.mlp.gate_proj.weight": m(11008, 4096),
+        "model.layers.0.self_attn.k_proj.weight": m(4096, 4096),
+        "model.layers.31.input_layernorm.weight": m(4096),
+    }
     c = llama_config_from(llm)
-    assert (c.vocab_size, c.hidden_size, c.num_hidden_layers, c.num_attention_heads, c.num_key_value_heads,
-            c.intermediate_size, c.rms_norm_eps, c.max_position_embeddings, c.bos_token_id, c.eos_token_id) == \
-        (32001, 4096, 32, 32, 32, 11008, 1e-6, 2048, 1, 2)
+    assert (
+        c.vocab_size,
+        c.hidden_size,
+        c.num_hidden_layers,
+        c.num_attention_heads,
+        c.num_key_value_heads,
+        c.intermediate_size,
+        c.rms_norm_eps,
+        c.max_position_embeddings,
+        c.bos_token_id,
+        c.eos_token_id,
+    ) == (32001, 4096, 32, 32, 32, 11008, 1e-6, 2048, 1, 2)
     with torch.device("meta"):
         hubert = HubertModel(mert_to_hubert_config(MERT_330M))
     mert = mert_config_from({k: v for k, v in hubert.state_dict().items()})
@@ -273,18 +335,35 @@ def test_vicuna_v0_style_tokenizer_is_repaired(tmp_path):
     import csv
 
     import sentencepiece as spm
+    from model_helpers import CAPTIONS_CSV
 
     from musilingo_cli.model.release import load_release_tokenizer
-    from model_helpers import CAPTIONS_CSV
 
     with CAPTIONS_CSV.open(newline="") as f:
         text = [row["caption"] for row in csv.DictReader(f)]
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(text * 3), model_prefix=str(tmp_path / "tokenizer"),
-                                   vocab_size=300, model_type="bpe", unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
-                                   minloglevel=2)
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(text * 3),
+        model_prefix=str(tmp_path / "tokenizer"),
+        vocab_size=300,
+        model_type="bpe",
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        minloglevel=2,
+    )
     (tmp_path / "tokenizer.vocab").unlink()
-    (tmp_path / "tokenizer_config.json").write_text(json.dumps(
-        {"tokenizer_class": "LlamaTokenizer", "bos_token": "", "eos_token": "", "unk_token": "", "model_max_length": 2048}))
+    (tmp_path / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "LlamaTokenizer",
+                "bos_token": "",
+                "eos_token": "",
+                "unk_token": "",
+                "model_max_length": 2048,
+            }
+        )
+    )
     (tmp_path / "special_tokens_map.json").write_text("{}")
     tok, source = load_release_tokenizer(tmp_path)
     assert source == tmp_path and (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) == (1, 2, 2)
@@ -309,8 +388,17 @@ def test_training_can_start_from_a_release(parts, waves, tmp_path):
     release = write_release(tmp_path / "rel", parts, WRAPPED, legacy=True, rotary=True, tokenizer=True)
     names = write_clips(tmp_path / "audio", 2)
     data = write_qa_jsonl(tmp_path / "qa.jsonl", names)
-    config = train_config(tmp_path, llm=None, mert=None, data=data, audio_dir=tmp_path / "audio", init=str(release),
-                          pool_window=325, max_steps=1, save_every=1)
+    config = train_config(
+        tmp_path,
+        llm=None,
+        mert=None,
+        data=data,
+        audio_dir=tmp_path / "audio",
+        init=str(release),
+        pool_window=325,
+        max_steps=1,
+        save_every=1,
+    )
     config = dataclasses.replace(config, encoder=None, llm=None)  # the parts come from --init
     model_config, state = model_config_for(config)
     assert (model_config.encoder, model_config.llm) == (str(release), str(release))

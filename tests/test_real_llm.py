@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from train_helpers import dist_env, make_parts, subprocess_env, train_config, write_clips  # noqa: F401
 
 from musilingo_cli.core.journal import read_jsonl
@@ -47,17 +46,53 @@ def test_adapter_learns_through_a_real_llm_and_ask_stops_at_the_end_symbol(smoll
     _, mert = make_parts(tmp_path)
     names = write_clips(tmp_path / "audio", 2)
     data = tmp_path / "qa.jsonl"
-    data.write_text("".join(json.dumps({"audio": n, "question": "What genre is this?", "answer": a}) + "\n"
-                            for n, a in zip(names, ANSWERS)))
-    result = run(train_config(tmp_path, smollm2, mert, data, tmp_path / "audio", max_steps=80, micro_batch=2,
-                              grad_accum=1, lr=3e-2, min_lr=2e-2, warmup_steps=1, save_every=80))
+    data.write_text(
+        "".join(
+            json.dumps({"audio": n, "question": "What genre is this?", "answer": a}) + "\n"
+            for n, a in zip(names, ANSWERS)
+        )
+    )
+    result = run(
+        train_config(
+            tmp_path,
+            smollm2,
+            mert,
+            data,
+            tmp_path / "audio",
+            max_steps=80,
+            micro_batch=2,
+            grad_accum=1,
+            lr=3e-2,
+            min_lr=2e-2,
+            warmup_steps=1,
+            save_every=80,
+        )
+    )
     losses = [r["loss"] for r in read_jsonl(tmp_path / "run" / "metrics.jsonl")]
     assert losses[-1] < 0.05 * losses[0]  # the frozen LLM now says each clip's answer
 
-    out = subprocess.run([sys.executable, "-m", "musilingo_cli", "ask", *(str(tmp_path / "audio" / n) for n in names),
-                          "-q", "What genre is this?", "--model", str(result.final), "--preset", "greedy",
-                          "--max-new-tokens", "20", "--json"],
-                         capture_output=True, text=True, env=subprocess_env(), timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "musilingo_cli",
+            "ask",
+            *(str(tmp_path / "audio" / n) for n in names),
+            "-q",
+            "What genre is this?",
+            "--model",
+            str(result.final),
+            "--preset",
+            "greedy",
+            "--max-new-tokens",
+            "20",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     records = {Path(r["audio"]).name: r for r in map(json.loads, out.stdout.splitlines())}
     assert [records[n]["answer"] for n in names] == ANSWERS  # "###" stopped generation and was cut off

@@ -18,7 +18,8 @@ from serve_helpers import start_server, tiny_checkpoint
 from musilingo_cli.model.generation import postprocess
 from musilingo_cli.model.live_batch import embed_rows
 from musilingo_cli.model.loader import load_model
-from musilingo_cli.pipelines.ask import AskConfig, run as ask_run
+from musilingo_cli.pipelines.ask import AskConfig
+from musilingo_cli.pipelines.ask import run as ask_run
 from musilingo_cli.pipelines.chat import Message, encode_file, render
 
 KEY = "test-key-not-a-secret"

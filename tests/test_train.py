@@ -11,15 +11,13 @@ import random
 import sys
 
 import numpy as np
-
 import pytest
 import torch
 from train_helpers import dist_env, make_parts, train_config, write_clips, write_qa_jsonl, yaml_config  # noqa: F401
 
 from musilingo_cli.core.errors import CheckpointError, ConfigError, DataError
-from musilingo_cli.core.journal import atomic_path, atomic_write_text
+from musilingo_cli.core.journal import atomic_path, atomic_write_text, read_jsonl
 from musilingo_cli.model.generation import GenerationSettings
-from musilingo_cli.core.journal import read_jsonl
 from musilingo_cli.pipelines.train import TrainConfig, resolve_config, run
 from musilingo_cli.pipelines.train.checkpoints import _rng_state, _set_rng_state, safe_load
 from musilingo_cli.pipelines.train.config import PRESETS
@@ -57,8 +55,14 @@ def test_schedule_warmup_then_cosine_without_a_jump():
 
 def test_presets_are_the_official_recipes():
     pre, fine = PRESETS["pretrain"], PRESETS["finetune"]
-    assert (pre["lr"], pre["min_lr"], pre["warmup_lr"], pre["warmup_steps"], pre["micro_batch"], pre["grad_accum"]) == \
-        (1e-4, 8e-5, 1e-6, 5000, 8, 1)
+    assert (pre["lr"], pre["min_lr"], pre["warmup_lr"], pre["warmup_steps"], pre["micro_batch"], pre["grad_accum"]) == (
+        1e-4,
+        8e-5,
+        1e-6,
+        5000,
+        8,
+        1,
+    )
     assert (fine["lr"], fine["min_lr"], fine["micro_batch"], fine["grad_accum"]) == (3e-5, 1e-5, 2, 16)
     # official schedules counted micro-batches: 3000 warm-up and 6 x 3000 iterations at accumulation 16
     assert (fine["warmup_steps"], fine["max_steps"]) == (math.ceil(3000 / 16), 18000 // 16 + 0)
@@ -69,7 +73,13 @@ def test_config_precedence_preset_file_flags(tmp_path):
     path = tmp_path / "train.yaml"
     path.write_text("stage: pretrain\nlr: 0.5\nmax_steps: 7\ndata: one.json\n")
     config = resolve_config({"max_steps": 3, "lr": None}, str(path))
-    assert (config.stage, config.preset, config.lr, config.max_steps, config.data) == ("pretrain", "pretrain", 0.5, 3, ["one.json"])
+    assert (config.stage, config.preset, config.lr, config.max_steps, config.data) == (
+        "pretrain",
+        "pretrain",
+        0.5,
+        3,
+        ["one.json"],
+    )
     assert config.warmup_steps == PRESETS["pretrain"]["warmup_steps"]
     again = resolve_config({}, str(yaml_config(tmp_path / "saved.yaml", config)))
     assert again == config
@@ -150,9 +160,22 @@ def test_weight_decay_only_on_weight_matrices(setup):
 
 def test_zero2_loss_falls_and_the_checkpoint_answers(setup, dist_env):
     tmp = setup["root"] / "zero2"
-    config = train_config(tmp, setup["llm"], setup["mert"], setup["words"], setup["audio"], stage="pretrain",
-                          max_steps=60, micro_batch=4, grad_accum=1, lr=3e-2, min_lr=3e-2, warmup_steps=0,
-                          save_every=25, cache_dir=str(setup["root"] / "cache"))
+    config = train_config(
+        tmp,
+        setup["llm"],
+        setup["mert"],
+        setup["words"],
+        setup["audio"],
+        stage="pretrain",
+        max_steps=60,
+        micro_batch=4,
+        grad_accum=1,
+        lr=3e-2,
+        min_lr=3e-2,
+        warmup_steps=0,
+        save_every=25,
+        cache_dir=str(setup["root"] / "cache"),
+    )
     result = run(config)
     losses = [r["loss"] for r in read_jsonl(tmp / "run" / "metrics.jsonl")]
     assert [r["step"] for r in read_jsonl(tmp / "run" / "metrics.jsonl")] == list(range(1, 61))
@@ -185,9 +208,20 @@ def test_zero2_loss_falls_and_the_checkpoint_answers(setup, dist_env):
 
 def test_zero3_from_a_warm_cache(setup, dist_env):
     tmp = setup["root"] / "zero3"
-    config = train_config(tmp, setup["llm"], setup["mert"], setup["words"], setup["audio"], stage="pretrain",
-                          zero_stage=3, max_steps=4, micro_batch=2, grad_accum=2, save_every=2,
-                          cache_dir=str(setup["root"] / "cache"))
+    config = train_config(
+        tmp,
+        setup["llm"],
+        setup["mert"],
+        setup["words"],
+        setup["audio"],
+        stage="pretrain",
+        zero_stage=3,
+        max_steps=4,
+        micro_batch=2,
+        grad_accum=2,
+        save_every=2,
+        cache_dir=str(setup["root"] / "cache"),
+    )
     result = run(config)
     assert (result.encoded, result.cache_hits) == (0, 4)  # the encoder was never loaded
     assert [r["step"] for r in read_jsonl(tmp / "run" / "metrics.jsonl")] == [1, 2, 3, 4]
@@ -205,10 +239,20 @@ def test_encoder_in_the_loop_with_learned_layers_and_random_crops(setup, dist_en
     audio = tmp / "audio"
     names = write_clips(audio, 4, seconds=2.0, sr=16000)
     data = tmp / "musicqa.json"
-    data.write_text(json.dumps([{"audio_name": n, "conversation": [{"from": "human", "value": "Genre?"},
-                                                                   {"from": "gpt", "value": "Rock."}]} for n in names]))
-    config = train_config(tmp, setup["llm"], setup["mert"], data, audio, cache=False, layer_combine="learned",
-                          max_steps=2, save_every=2)
+    data.write_text(
+        json.dumps(
+            [
+                {
+                    "audio_name": n,
+                    "conversation": [{"from": "human", "value": "Genre?"}, {"from": "gpt", "value": "Rock."}],
+                }
+                for n in names
+            ]
+        )
+    )
+    config = train_config(
+        tmp, setup["llm"], setup["mert"], data, audio, cache=False, layer_combine="learned", max_steps=2, save_every=2
+    )
     assert run(config).encoded == 0
     from safetensors.torch import load_file
 
@@ -234,8 +278,17 @@ def test_compiled_llm_gives_the_same_losses(setup, dist_env):
     losses = {}
     for compiled in (False, True):
         tmp = setup["root"] / f"compile{compiled}"
-        config = train_config(tmp, setup["llm"], setup["mert"], setup["qa"], setup["audio"], max_steps=2,
-                              save_every=2, compile=compiled, cache_dir=str(setup["root"] / "cache"))
+        config = train_config(
+            tmp,
+            setup["llm"],
+            setup["mert"],
+            setup["qa"],
+            setup["audio"],
+            max_steps=2,
+            save_every=2,
+            compile=compiled,
+            cache_dir=str(setup["root"] / "cache"),
+        )
         run(config)
         losses[compiled] = [r["loss"] for r in read_jsonl(tmp / "run" / "metrics.jsonl")]
     assert losses[True] == pytest.approx(losses[False], rel=1e-4)
@@ -247,8 +300,19 @@ def test_bf16_run_matches_fp32_and_saves_an_fp32_adapter(setup, dist_env):
     losses = {}
     for precision in ("fp32", "bf16"):
         tmp = setup["root"] / f"precision-{precision}"
-        run(train_config(tmp, setup["llm"], setup["mert"], setup["qa"], setup["audio"], precision=precision,
-                         max_steps=3, save_every=3, cache_dir=str(setup["root"] / "cache")))
+        run(
+            train_config(
+                tmp,
+                setup["llm"],
+                setup["mert"],
+                setup["qa"],
+                setup["audio"],
+                precision=precision,
+                max_steps=3,
+                save_every=3,
+                cache_dir=str(setup["root"] / "cache"),
+            )
+        )
         losses[precision] = [r["loss"] for r in read_jsonl(tmp / "run" / "metrics.jsonl")]
     assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.05)
     assert losses["bf16"] != losses["fp32"]  # it really ran in bf16
@@ -309,8 +373,9 @@ def test_rng_state_round_trips_through_a_weights_only_file(tmp_path):
 
 def test_resume_with_nothing_to_resume_fails_before_loading_anything(setup, dist_env, tmp_path):
     # neither the audio nor the encoder exists: the resume check must come first
-    config = train_config(tmp_path, setup["llm"], tmp_path / "no-encoder", setup["qa"], tmp_path / "no-audio",
-                          resume=True)
+    config = train_config(
+        tmp_path, setup["llm"], tmp_path / "no-encoder", setup["qa"], tmp_path / "no-audio", resume=True
+    )
     with pytest.raises(ConfigError, match="nothing to resume in .*--resume-if-possible"):
         run(config)
 
@@ -342,8 +407,16 @@ def _main(monkeypatch, capsys, *args):
 
 def test_resume_if_possible_starts_a_run_then_continues_it(setup, dist_env, monkeypatch, capsys):
     tmp = setup["root"] / "auto"
-    config = train_config(tmp, setup["llm"], setup["mert"], setup["qa"], setup["audio"], max_steps=2, save_every=2,
-                          cache_dir=str(setup["root"] / "cache"))
+    config = train_config(
+        tmp,
+        setup["llm"],
+        setup["mert"],
+        setup["qa"],
+        setup["audio"],
+        max_steps=2,
+        save_every=2,
+        cache_dir=str(setup["root"] / "cache"),
+    )
     yaml = yaml_config(setup["root"] / "auto.yaml", config)
     code, err = _main(monkeypatch, capsys, "train", "--config", str(yaml), "--resume-if-possible")
     assert code == 0, err

@@ -14,7 +14,16 @@ import time
 import pytest
 import torch
 from audio_helpers import write_corrupt
-from train_helpers import PYTHON, free_port, make_parts, subprocess_env, train_config, write_clips, write_qa_jsonl, yaml_config
+from train_helpers import (
+    PYTHON,
+    free_port,
+    make_parts,
+    subprocess_env,
+    train_config,
+    write_clips,
+    write_qa_jsonl,
+    yaml_config,
+)
 
 from musilingo_cli.core.journal import read_jsonl
 
@@ -27,8 +36,18 @@ def setup(tmp_path_factory):
     llm, mert = make_parts(root)
     names = write_clips(root / "audio", 8)
     data = write_qa_jsonl(root / "qa.jsonl", names)
-    config = train_config(root, llm, mert, data, root / "audio", max_steps=STEPS, save_every=3, lr=5e-3,
-                          warmup_steps=4, cache_dir=str(root / "cache"))
+    config = train_config(
+        root,
+        llm,
+        mert,
+        data,
+        root / "audio",
+        max_steps=STEPS,
+        save_every=3,
+        lr=5e-3,
+        warmup_steps=4,
+        cache_dir=str(root / "cache"),
+    )
     return {"root": root, "config": yaml_config(root / "train.yaml", config), "audio": root / "audio"}
 
 
@@ -72,21 +91,61 @@ def test_killed_run_resumed_gives_the_same_losses_and_answers_through_ask(setup)
         assert resumed[step][0] == pytest.approx(straight[step][0], abs=1e-6), step
 
     audio = setup["audio"] / "clip0.wav"
-    asked = subprocess.run([PYTHON, "-m", "musilingo_cli", "ask", str(audio), "What genre is this?", "--model",
-                            str(out / "final"), "--preset", "greedy", "--max-new-tokens", "8", "--json"],
-                           env=subprocess_env(), capture_output=True, text=True, timeout=180)
+    asked = subprocess.run(
+        [
+            PYTHON,
+            "-m",
+            "musilingo_cli",
+            "ask",
+            str(audio),
+            "What genre is this?",
+            "--model",
+            str(out / "final"),
+            "--preset",
+            "greedy",
+            "--max-new-tokens",
+            "8",
+            "--json",
+        ],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert asked.returncode == 0, asked.stderr[-2000:]
     record = json.loads(asked.stdout.strip().splitlines()[-1])
     assert record["question"] == "What genre is this?" and isinstance(record["answer"], str)
 
 
 def _torchrun(setup, out, *extra, env=None, timeout=300):
-    command = [PYTHON, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-               "--master_port", str(free_port()), "-m", "musilingo_cli", "train", "--config", str(setup["config"]),
-               "--out", str(out), *extra]
+    command = [
+        PYTHON,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        "-m",
+        "musilingo_cli",
+        "train",
+        "--config",
+        str(setup["config"]),
+        "--out",
+        str(out),
+        *extra,
+    ]
     # its own process group, so a hang is killed with all its workers (not left running after the test)
-    proc = subprocess.Popen(command, env=subprocess_env(**(env or {})), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        command,
+        env=subprocess_env(**(env or {})),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -99,14 +158,25 @@ def _torchrun(setup, out, *extra, env=None, timeout=300):
 def test_two_ranks_under_torchrun_zero2(setup):
     out = setup["root"] / "torchrun"
     # rank 1 hashes audio slowly, so the ranks drift apart during the cache pass (a test-only hook)
-    done = _torchrun(setup, out, "--max-steps", "4", "--save-every", "2", "--cache-dir", str(out / "features"),
-                     env={"MUSILINGO_TEST_SLOW_HASH": "1:1.0"})
+    done = _torchrun(
+        setup,
+        out,
+        "--max-steps",
+        "4",
+        "--save-every",
+        "2",
+        "--cache-dir",
+        str(out / "features"),
+        env={"MUSILINGO_TEST_SLOW_HASH": "1:1.0"},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert sorted(_losses(out)) == [1, 2, 3, 4]
     assert all(r["samples_per_s"] > 0 for r in read_jsonl(out / "metrics.jsonl"))
     state = out / "deepspeed" / "step_4"
     assert sorted(p.name for p in state.glob("zero_pp_rank_*")) == [
-        "zero_pp_rank_0_mp_rank_00_optim_states.pt", "zero_pp_rank_1_mp_rank_00_optim_states.pt"]
+        "zero_pp_rank_0_mp_rank_00_optim_states.pt",
+        "zero_pp_rank_1_mp_rank_00_optim_states.pt",
+    ]
     assert (out / "final" / "adapter.safetensors").exists()
     err = done.stderr.replace("\n", " ")
     assert "2 process(es)" in err
@@ -136,14 +206,29 @@ def test_two_ranks_zero3_without_cache_then_resume_from_a_damaged_run(setup, tmp
     names = [f"clip{i}.wav" for i in range(7)] + ["broken.wav"]
     data = write_qa_jsonl(tmp_path / "qa.jsonl", names)
     out = tmp_path / "run"
-    args = ("--data", str(data), "--zero-stage", "3", "--no-cache", "--micro-batch", "1", "--grad-accum", "1",
-            "--max-steps", "4", "--save-every", "2")  # 4 steps x 1 item: each rank reads all 4 items of its shard
+    args = (
+        "--data",
+        str(data),
+        "--zero-stage",
+        "3",
+        "--no-cache",
+        "--micro-batch",
+        "1",
+        "--grad-accum",
+        "1",
+        "--max-steps",
+        "4",
+        "--save-every",
+        "2",
+    )  # 4 steps x 1 item: each rank reads all 4 items of its shard
     done = _torchrun(setup, out, *args)
     assert done.returncode == 0, done.stderr[-3000:]
     losses = _losses(out)
     assert sorted(losses) == [1, 2, 3, 4]
     assert sorted(p.name for p in (out / "deepspeed" / "step_4").glob("zero_pp_rank_*model_states.pt")) == [
-        "zero_pp_rank_0_mp_rank_00_model_states.pt", "zero_pp_rank_1_mp_rank_00_model_states.pt"]
+        "zero_pp_rank_0_mp_rank_00_model_states.pt",
+        "zero_pp_rank_1_mp_rank_00_model_states.pt",
+    ]
 
     for state in (out / "deepspeed" / "step_4").iterdir():
         state.write_bytes(b"")  # a power cut

@@ -12,7 +12,8 @@ import pytest
 from audio_helpers import HAVE_FFMPEG, write_music
 from serve_helpers import start_server, tiny_checkpoint
 
-from musilingo_cli.pipelines.ask import AskConfig, run as ask_run
+from musilingo_cli.pipelines.ask import AskConfig
+from musilingo_cli.pipelines.ask import run as ask_run
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"

@@ -14,14 +14,21 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from audio_helpers import write_music
 from model_helpers import make_llm, make_mert
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
-ANSWERS = ["It is rock.", "A calm piano piece.", "Fast electronic dance music.", "A sad violin melody.",
-           "Jazz with a walking bass.", "Loud drums and guitar.", "A quiet folk song.", "Bright synth pop."]
+ANSWERS = [
+    "It is rock.",
+    "A calm piano piece.",
+    "Fast electronic dance music.",
+    "A sad violin melody.",
+    "Jazz with a walking bass.",
+    "Loud drums and guitar.",
+    "A quiet folk song.",
+    "Bright synth pop.",
+]
 QUESTIONS = ["What genre is this?", "Describe the audio.", "What is the tempo?", "What instruments are playing?"]
 
 
@@ -60,10 +67,27 @@ def train_config(tmp: Path, llm: Path, mert: Path, data: Path, audio_dir: Path, 
     """A fast TrainConfig: fp32, tiny pool window (several audio tokens per 1 s clip)."""
     from musilingo_cli.pipelines.train import resolve_config
 
-    values = dict(stage="finetune", data=[str(data)], audio_dir=str(audio_dir), out=str(tmp / "run"),
-                  encoder=str(mert), llm=str(llm), pool_window=8, precision="fp32", max_steps=6, micro_batch=2,
-                  grad_accum=2, lr=1e-2, min_lr=1e-3, warmup_lr=1e-3, warmup_steps=2, save_every=3,
-                  encode_batch=4, tensorboard=False, seed=7)
+    values = dict(
+        stage="finetune",
+        data=[str(data)],
+        audio_dir=str(audio_dir),
+        out=str(tmp / "run"),
+        encoder=str(mert),
+        llm=str(llm),
+        pool_window=8,
+        precision="fp32",
+        max_steps=6,
+        micro_batch=2,
+        grad_accum=2,
+        lr=1e-2,
+        min_lr=1e-3,
+        warmup_lr=1e-3,
+        warmup_steps=2,
+        save_every=3,
+        encode_batch=4,
+        tensorboard=False,
+        seed=7,
+    )
     values.update(overrides)
     return resolve_config(values)
 
@@ -76,10 +100,21 @@ def free_port() -> int:
 
 def subprocess_env(**extra: str) -> dict[str, str]:
     """Environment for training children: offline, CPU DeepSpeed, no rank variables inherited."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE")}
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1",
-               TOKENIZERS_PARALLELISM="false", PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1", **extra)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE")
+    }
+    env.update(
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        DS_ACCELERATOR="cpu",
+        OMP_NUM_THREADS="1",
+        TOKENIZERS_PARALLELISM="false",
+        PYTHONPATH=str(REPO),
+        PYTHONUNBUFFERED="1",
+        **extra,
+    )
     return env
 
 

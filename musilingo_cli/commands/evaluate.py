@@ -35,8 +35,8 @@ def command(
         None,
         "--split",
         help="mi-short, mi-long, musicqa, musiccaps or sdd (Song Describer, --data song_describer.csv, all captions of "
-        "a track as references): its test items are the references (and are answered first with --model). Multiple choice: muchomusic, mmau, mmau-music, mmar or mmar-music, scored by the benchmark's "
-        "official rule.",
+        "a track as references): its test items are the references (and are answered first with --model). "
+        "Multiple choice: muchomusic, mmau, mmau-music, mmar or mmar-music, scored by the benchmark's official rule.",
     ),
     data: Optional[Path] = typer.Option(
         None, "--data", help="The split's annotations file instead of the Hugging Face hub copy."

@@ -219,7 +219,9 @@ def command(
         help="Also train LoRA weights on the LLM (peft), saved in PEFT's format under lora/.",
         rich_help_panel=_OPT,
     ),
-    lora_rank: Optional[int] = typer.Option(None, "--lora-rank", help="LoRA rank r (default 16).", rich_help_panel=_OPT),
+    lora_rank: Optional[int] = typer.Option(
+        None, "--lora-rank", help="LoRA rank r (default 16).", rich_help_panel=_OPT
+    ),
     lora_alpha: Optional[float] = typer.Option(
         None, "--lora-alpha", help="LoRA alpha: the update is alpha/r * B@A (default 32).", rich_help_panel=_OPT
     ),

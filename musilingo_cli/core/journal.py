@@ -120,13 +120,16 @@ class Journal:
             _truncate_torn_tail(self.path)
             self._file = self.path.open("a", encoding="utf-8")
         except filelock.Timeout:
-            raise ConfigError(f"{self.path}: another process is writing this file (it holds {self.path}.lock); "
-                              "wait for it to finish or choose another output file") from None
+            raise ConfigError(
+                f"{self.path}: another process is writing this file (it holds {self.path}.lock); "
+                "wait for it to finish or choose another output file"
+            ) from None
         except OSError as err:
             self.close()
             what = "it is a folder" if self.path.is_dir() else (err.strerror or str(err))
-            raise ConfigError(f"{self.path}: cannot write the output file here ({what}); "
-                              "choose another output file") from None
+            raise ConfigError(
+                f"{self.path}: cannot write the output file here ({what}); choose another output file"
+            ) from None
         try:
             self.records = read_jsonl(self.path)
             self.done = {_key(self.path, key, number, r) for number, r in enumerate(self.records, start=1)}
@@ -142,8 +145,10 @@ class Journal:
             if sync:
                 os.fsync(self._file.fileno())
         except OSError as err:
-            raise JournalWriteError(f"{self.path}: writing a record failed ({err.strerror or err}); the "
-                                    f"{len(self.records)} records before it are kept, rerun to go on") from None
+            raise JournalWriteError(
+                f"{self.path}: writing a record failed ({err.strerror or err}); the "
+                f"{len(self.records)} records before it are kept, rerun to go on"
+            ) from None
         self.records.append(record)
         self.done.add(self.key(record))
 
@@ -153,8 +158,9 @@ class Journal:
             self._file.flush()
             os.fsync(self._file.fileno())
         except OSError as err:
-            raise JournalWriteError(f"{self.path}: writing records failed ({err.strerror or err}); "
-                                    "rerun to answer what is missing") from None
+            raise JournalWriteError(
+                f"{self.path}: writing records failed ({err.strerror or err}); rerun to answer what is missing"
+            ) from None
 
     def close(self) -> None:
         """Close the file and release the lock (appends after this raise)."""
@@ -184,8 +190,10 @@ def _key(path: Path, key: Callable[[dict[str, Any]], str], number: int, record: 
         return key(record)
     except (KeyError, TypeError, IndexError):
         shown = json.dumps(record, ensure_ascii=False)
-        raise DataError(f"{path}: record {number} ({shown[:60]}) is not a record of this output file (a JSON object "
-                        "with an `id`); choose another output file or remove it") from None
+        raise DataError(
+            f"{path}: record {number} ({shown[:60]}) is not a record of this output file (a JSON object "
+            "with an `id`); choose another output file or remove it"
+        ) from None
 
 
 def _truncate_torn_tail(path: Path) -> None:

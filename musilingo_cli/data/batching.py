@@ -32,8 +32,9 @@ class Clip:
     seconds_used: float
 
 
-def prepare_clip(path: str, sample_rate: int, chunk_seconds: float, max_seconds: float | None,
-                 min_samples: int = 400) -> Clip:
+def prepare_clip(
+    path: str, sample_rate: int, chunk_seconds: float, max_seconds: float | None, min_samples: int = 400
+) -> Clip:
     """Decode, downmix and resample the first `max_seconds` of `path` (only those are decoded),
     cut them into chunks (views of one array that holds exactly the samples used).
 
@@ -45,14 +46,21 @@ def prepare_clip(path: str, sample_rate: int, chunk_seconds: float, max_seconds:
     if is_silent(wave):
         raise AudioError(f"{path}: silent audio (peak below -60 dBFS); nothing to describe")
     if len(wave) < min_samples:
-        raise AudioError(f"{path}: too short ({len(wave) / sample_rate * 1000:.0f} ms); the encoder needs "
-                         f"at least {min_samples / sample_rate * 1000:.0f} ms of audio")
+        raise AudioError(
+            f"{path}: too short ({len(wave) / sample_rate * 1000:.0f} ms); the encoder needs "
+            f"at least {min_samples / sample_rate * 1000:.0f} ms of audio"
+        )
     return Clip(chunk(wave, sample_rate, chunk_seconds), audio.seconds_total, len(wave) / sample_rate)
 
 
-def decode_ahead(paths: Iterable[str], load: Callable[[str], Clip], workers: int = 4, ahead: int = 16,
-                 ahead_seconds: float | None = None, cost: Callable[[Clip], float] = lambda clip: clip.seconds_used
-                 ) -> ReadAhead:
+def decode_ahead(
+    paths: Iterable[str],
+    load: Callable[[str], Clip],
+    workers: int = 4,
+    ahead: int = 16,
+    ahead_seconds: float | None = None,
+    cost: Callable[[Clip], float] = lambda clip: clip.seconds_used,
+) -> ReadAhead:
     """(path, clip or the exception loading it raised) in order, decoded in `workers` threads while
     the caller works (soundfile, soxr and ffmpeg release the GIL): see ReadAhead."""
     return ReadAhead(paths, load, workers, ahead, ahead_seconds, cost)
@@ -69,8 +77,15 @@ class ReadAhead:
     started, so Ctrl-C does not wait for the read-ahead.
     """
 
-    def __init__(self, paths: Iterable[str], load: Callable[[str], Clip], workers: int, ahead: int,
-                 ahead_seconds: float | None, cost: Callable[[Clip], float]):
+    def __init__(
+        self,
+        paths: Iterable[str],
+        load: Callable[[str], Clip],
+        workers: int,
+        ahead: int,
+        ahead_seconds: float | None,
+        cost: Callable[[Clip], float],
+    ):
         self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="decode")
         self._load, self._workers, self._ahead = load, max(1, workers), max(1, ahead)
         self._budget, self._cost = ahead_seconds, cost
@@ -112,8 +127,13 @@ class ReadAhead:
 
     def _top_up(self) -> None:
         with self._lock:
-            while (self._open and self._left and self._running < self._workers and len(self._queue) < self._ahead
-                   and (self._budget is None or self._held < self._budget)):
+            while (
+                self._open
+                and self._left
+                and self._running < self._workers
+                and len(self._queue) < self._ahead
+                and (self._budget is None or self._held < self._budget)
+            ):
                 path = next(self._todo, None)
                 if path is None:
                     self._left = False
@@ -124,8 +144,9 @@ class ReadAhead:
                 future.add_done_callback(self._finished)
 
 
-def encode_equal_lengths(encode: Callable[[torch.Tensor], torch.Tensor], waves: list[np.ndarray],
-                         batch_size: int) -> list[torch.Tensor]:
+def encode_equal_lengths(
+    encode: Callable[[torch.Tensor], torch.Tensor], waves: list[np.ndarray], batch_size: int
+) -> list[torch.Tensor]:
     """Features of each wave, in input order, encoded in batches of equal-length waves only (MERT
     never sees padding). `encode` maps [B, S] to [B, ...] features."""
     by_length: dict[int, list[int]] = collections.defaultdict(list)
@@ -134,14 +155,16 @@ def encode_equal_lengths(encode: Callable[[torch.Tensor], torch.Tensor], waves: 
     out: list[torch.Tensor | None] = [None] * len(waves)
     for where in by_length.values():
         for start in range(0, len(where), max(1, batch_size)):
-            group = where[start:start + batch_size]
+            group = where[start : start + batch_size]
             batch = np.stack([waves[i] for i in group]).astype(np.float32, copy=False)
             for i, feats in zip(group, encode(torch.from_numpy(batch))):
                 out[i] = feats
     return out
 
 
-def encode_clips(encode: Callable[[torch.Tensor], torch.Tensor], clips: list[Clip], batch_size: int) -> list[torch.Tensor]:
+def encode_clips(
+    encode: Callable[[torch.Tensor], torch.Tensor], clips: list[Clip], batch_size: int
+) -> list[torch.Tensor]:
     """Features of each clip: its chunks encoded with every equal-length chunk of the window, then
     concatenated in time ([sum T', D] or [L, sum T', D]; time is dim -2 in both layouts)."""
     pieces = [piece for clip in clips for piece in clip.chunks]
@@ -150,8 +173,9 @@ def encode_clips(encode: Callable[[torch.Tensor], torch.Tensor], clips: list[Cli
 
 
 # torch.OutOfMemoryError (torch >= 2.5), torch.cuda.OutOfMemoryError before it, and the host's MemoryError
-_OUT_OF_MEMORY = tuple({getattr(torch, "OutOfMemoryError", MemoryError),
-                        getattr(torch.cuda, "OutOfMemoryError", MemoryError), MemoryError})
+_OUT_OF_MEMORY = tuple(
+    {getattr(torch, "OutOfMemoryError", MemoryError), getattr(torch.cuda, "OutOfMemoryError", MemoryError), MemoryError}
+)
 
 
 def is_out_of_memory(err: BaseException) -> bool:
@@ -159,8 +183,12 @@ def is_out_of_memory(err: BaseException) -> bool:
     return isinstance(err, _OUT_OF_MEMORY) or (isinstance(err, RuntimeError) and "out of memory" in str(err))
 
 
-def encode_clips_safely(encode: Callable[[torch.Tensor], torch.Tensor], clips: list[Clip], batch_size: int,
-                        on_retry: Callable[[BaseException], None] = lambda err: None) -> list[torch.Tensor | Exception]:
+def encode_clips_safely(
+    encode: Callable[[torch.Tensor], torch.Tensor],
+    clips: list[Clip],
+    batch_size: int,
+    on_retry: Callable[[BaseException], None] = lambda err: None,
+) -> list[torch.Tensor | Exception]:
     """`encode_clips`, but one clip's failure is that clip's result (an Exception), never the window's.
 
     When encoding runs out of memory, the window is encoded again with half the batch size, down
@@ -190,4 +218,4 @@ def length_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
     """Indices grouped into batches of at most `batch_size`, sorted by length (less padding);
     the order inside the sort is stable, so equal lengths keep their input order."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    return [order[k:k + batch_size] for k in range(0, len(order), max(1, batch_size))]
+    return [order[k : k + batch_size] for k in range(0, len(order), max(1, batch_size))]

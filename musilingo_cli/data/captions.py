@@ -82,7 +82,11 @@ def _to_caption_set(path: Path, parsed, id_column: str, caption_column: str, spl
     columns, rows = parsed
     if not rows:
         raise DataError(f"{path}: the captions file has a header but no rows")
-    for flag, name in (("--id-column", id_column), ("--caption-column", caption_column), ("--split-column", split_column)):
+    for flag, name in (
+        ("--id-column", id_column),
+        ("--caption-column", caption_column),
+        ("--split-column", split_column),
+    ):
         if name is not None and name not in columns:
             hint = " (or --split-column '' to treat every clip as train)" if flag == "--split-column" else ""
             raise DataError(f"{path}: no column '{name}'; columns found: {', '.join(columns)}; pass {flag} NAME{hint}")

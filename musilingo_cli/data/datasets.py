@@ -4,13 +4,16 @@ check that enough audio is there.
 Every reader returns `Example`s: one audio file, an optional question (None in stage 1), the
 answer text, an id and the crop the official recipe used for that dataset:
 
-| format      | file(s)                                              | audio lookup                    | crop     |
-|-------------|------------------------------------------------------|---------------------------------|----------|
-| `msd`       | LP-MusicCaps-MSD `path`, `caption_writing`: JSON list, JSONL, parquet or a `save_to_disk` folder | `{audio_dir}/{path}` (+ `.mp3`, ...) | 30.5 s random |
-| `musiccaps` | MusicCaps CSV (`ytid`, `caption`, `is_audioset_eval`) or `{"ann": [...]}` JSON | `{audio_dir}/{ytid}.*`          | full clip |
-| `mi`        | Music Instruct `{"QA": [{question, answer, ytid, is_audioset_eval}]}` (short, long, mixed) | `{audio_dir}/{ytid}.*` | full clip |
-| `musicqa`   | MusicQA list of `{audio_name, conversation: [human, gpt]}` | `{audio_dir}/{audio_name}`       | 15.5 s random |
-| `jsonl`     | one `{"audio", "question", "answer"}` per line (users' own data) | absolute, or under `--audio-dir` (default: the file's folder) | full clip |
+    msd        LP-MusicCaps-MSD `path`, `caption_writing`: JSON list, JSONL, parquet or a
+               `save_to_disk` folder; audio `{audio_dir}/{path}` (+ `.mp3`, ...); crop 30.5 s random
+    musiccaps  MusicCaps CSV (`ytid`, `caption`, `is_audioset_eval`) or `{"ann": [...]}` JSON;
+               audio `{audio_dir}/{ytid}.*`; the full clip
+    mi         Music Instruct `{"QA": [{question, answer, ytid, is_audioset_eval}]}` (short, long,
+               mixed); audio `{audio_dir}/{ytid}.*`; the full clip
+    musicqa    MusicQA list of `{audio_name, conversation: [human, gpt]}`; audio
+               `{audio_dir}/{audio_name}`; crop 15.5 s random
+    jsonl      one `{"audio", "question", "answer"}` per line (users' own data); audio absolute, or
+               under `--audio-dir` (default: the file's folder); the full clip
 
 Splits follow the official code: MusicCaps and MI train on `is_audioset_eval == False` and test
 on True; MSD folders hold named splits; MusicQA and plain JSONL files are one split each.
@@ -61,8 +64,9 @@ class LoadedData:
     total: int
 
 
-def load_examples(paths: Iterable[str | Path], audio_dir: str | Path | None, fmt: str | None = None,
-                  split: str = "train") -> LoadedData:
+def load_examples(
+    paths: Iterable[str | Path], audio_dir: str | Path | None, fmt: str | None = None, split: str = "train"
+) -> LoadedData:
     """Read every dataset file, keep the requested split, and find each item's audio."""
     examples, missing, total = [], [], 0
     for path in paths:
@@ -88,7 +92,9 @@ def check_missing(skipped: int, total: int, max_fraction: float, example: str | 
     if total and skipped / total > max_fraction:
         raise DataError(
             f"{skipped} of {total} items ({skipped / total:.1%}) have {what} audio, more than the allowed "
-            f"{max_fraction:.1%} (e.g. {example}); check --audio-dir and the file naming, or raise --max-missing-fraction")
+            f"{max_fraction:.1%} (e.g. {example}); check --audio-dir and the file naming, "
+            "or raise --max-missing-fraction"
+        )
 
 
 # --- format detection --------------------------------------------------------------------------
@@ -116,8 +122,10 @@ def detect_format(path: Path) -> str:
         return "musicqa"
     if "audio" in record and "answer" in record:
         return "jsonl"
-    raise DataError(f"{path}: records with keys {sorted(record)} match no known dataset; pass --format "
-                    f"({', '.join(FORMATS)}) or write JSONL with audio, question, answer")
+    raise DataError(
+        f"{path}: records with keys {sorted(record)} match no known dataset; pass --format "
+        f"({', '.join(FORMATS)}) or write JSONL with audio, question, answer"
+    )
 
 
 def _first_record(path: Path) -> Any:
@@ -132,8 +140,13 @@ def read_dataset(path: Path, fmt: str, split: str = "train", mi_kind: str | None
     the "short" or "long" items of a mixed Music Instruct file (items without a kind are kept)."""
     if split not in SPLITS and fmt != "msd":
         raise DataError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
-    readers = {"msd": read_msd, "musiccaps": read_musiccaps, "mi": read_mi, "musicqa": read_musicqa,
-               "jsonl": read_jsonl_qa}
+    readers = {
+        "msd": read_msd,
+        "musiccaps": read_musiccaps,
+        "mi": read_mi,
+        "musicqa": read_musicqa,
+        "jsonl": read_jsonl_qa,
+    }
     if fmt not in readers:
         raise DataError(f"unknown dataset format {fmt!r}: use one of {', '.join(FORMATS)}")
     items = readers[fmt](path, split)
@@ -151,8 +164,17 @@ def read_msd(path: Path, split: str = "train") -> list[Example]:
     for i, row in enumerate(rows):
         _require(row, ("path", "caption_writing"), path, i)
         ident = str(row.get("track_id") or row["path"])
-        out.append(Example(None, None, str(row["caption_writing"]), ident, "msd", RANDOM_CROP_SECONDS["msd"],
-                           {"audio_ref": str(row["path"])}))
+        out.append(
+            Example(
+                None,
+                None,
+                str(row["caption_writing"]),
+                ident,
+                "msd",
+                RANDOM_CROP_SECONDS["msd"],
+                {"audio_ref": str(row["path"])},
+            )
+        )
     return out
 
 
@@ -189,7 +211,9 @@ def _read_saved_dataset(path: Path, split: str) -> list[dict]:
         missing = {"path", "caption_writing"} - set(table.column_names)
         if missing:
             raise DataError(f"{shard}: no column {', '.join(sorted(missing))}; is this LP-MusicCaps-MSD?")
-        rows += table.select(["path", "caption_writing"] + (["track_id"] if "track_id" in table.column_names else [])).to_pylist()
+        rows += table.select(
+            ["path", "caption_writing"] + (["track_id"] if "track_id" in table.column_names else [])
+        ).to_pylist()
     return rows
 
 
@@ -214,13 +238,22 @@ def read_musiccaps(path: Path, split: str = "train") -> list[Example]:
         data = read_json(path)
         rows = data.get("ann") if isinstance(data, dict) else None
         if not isinstance(rows, list):
-            raise DataError(f"{path}: expected a MusicCaps CSV or {{\"ann\": [...]}} JSON")
+            raise DataError(f'{path}: expected a MusicCaps CSV or {{"ann": [...]}} JSON')
     out = []
     for i, row in enumerate(rows):
         _require(row, ("ytid", "caption"), path, i)
         if _in_split(row, split, path, i):
-            out.append(Example(None, CAPTION_INSTRUCTION, str(row["caption"]), str(row["ytid"]), "musiccaps", None,
-                               {"audio_ref": str(row["ytid"])}))
+            out.append(
+                Example(
+                    None,
+                    CAPTION_INSTRUCTION,
+                    str(row["caption"]),
+                    str(row["ytid"]),
+                    "musiccaps",
+                    None,
+                    {"audio_ref": str(row["ytid"])},
+                )
+            )
     return out
 
 
@@ -229,13 +262,22 @@ def read_mi(path: Path, split: str = "train") -> list[Example]:
     data = read_json(path)
     rows = data.get("QA") if isinstance(data, dict) else None
     if not isinstance(rows, list):
-        raise DataError(f"{path}: expected Music Instruct JSON {{\"QA\": [...]}}")
+        raise DataError(f'{path}: expected Music Instruct JSON {{"QA": [...]}}')
     out = []
     for i, row in enumerate(rows):
         _require(row, ("question", "answer", "ytid"), path, i)
         if _in_split(row, split, path, i):
-            out.append(Example(None, str(row["question"]), str(row["answer"]), f"{row['ytid']}:{i}", "mi", None,
-                               {"audio_ref": str(row["ytid"]), "kind": row.get("kind", row.get("question_type"))}))
+            out.append(
+                Example(
+                    None,
+                    str(row["question"]),
+                    str(row["answer"]),
+                    f"{row['ytid']}:{i}",
+                    "mi",
+                    None,
+                    {"audio_ref": str(row["ytid"]), "kind": row.get("kind", row.get("question_type"))},
+                )
+            )
     return out
 
 
@@ -248,10 +290,21 @@ def read_musicqa(path: Path, split: str = "train") -> list[Example]:
     for i, row in enumerate(data):
         _require(row, ("audio_name", "conversation"), path, i)
         turns = row["conversation"]
-        if not (isinstance(turns, list) and len(turns) >= 2 and all(isinstance(t, dict) and "value" in t for t in turns[:2])):
+        if not (
+            isinstance(turns, list) and len(turns) >= 2 and all(isinstance(t, dict) and "value" in t for t in turns[:2])
+        ):
             raise DataError(f"{path}: item {i} needs a conversation of a human turn and a gpt turn")
-        out.append(Example(None, str(turns[0]["value"]), str(turns[1]["value"]), f"{row['audio_name']}:{i}", "musicqa",
-                           RANDOM_CROP_SECONDS["musicqa"], {"audio_ref": str(row["audio_name"])}))
+        out.append(
+            Example(
+                None,
+                str(turns[0]["value"]),
+                str(turns[1]["value"]),
+                f"{row['audio_name']}:{i}",
+                "musicqa",
+                RANDOM_CROP_SECONDS["musicqa"],
+                {"audio_ref": str(row["audio_name"])},
+            )
+        )
     return out
 
 
@@ -262,8 +315,17 @@ def read_jsonl_qa(path: Path, split: str = "train") -> list[Example]:
         _require(row, ("audio", "answer"), path, i)
         question = row.get("question") or None
         crop = _crop_seconds(row.get("crop_seconds"), path, i)
-        out.append(Example(None, question, str(row["answer"]), str(row.get("id", f"{Path(row['audio']).name}:{i}")),
-                           "jsonl", crop, {"audio_ref": str(row["audio"])}))
+        out.append(
+            Example(
+                None,
+                question,
+                str(row["answer"]),
+                str(row.get("id", f"{Path(row['audio']).name}:{i}")),
+                "jsonl",
+                crop,
+                {"audio_ref": str(row["audio"])},
+            )
+        )
     return out
 
 
@@ -307,8 +369,10 @@ def _in_split(row: dict, split: str, path: Path, index: int) -> bool:
         return True
     flag = row.get("is_audioset_eval")
     if flag is None:
-        raise DataError(f"{path}: item {index} has no is_audioset_eval, so its split (train/test) is unknown; "
-                        "add the field, or train with --split all")
+        raise DataError(
+            f"{path}: item {index} has no is_audioset_eval, so its split (train/test) is unknown; "
+            "add the field, or train with --split all"
+        )
     is_eval = flag if isinstance(flag, bool) else str(flag).strip().lower() == "true"
     return is_eval == (split == "test")
 
@@ -319,5 +383,3 @@ def _require(row: Any, keys: tuple[str, ...], path: Path, index: int) -> None:
     missing = [k for k in keys if k not in row]
     if missing:
         raise DataError(f"{path}: item {index} has no {', '.join(missing)} (keys: {', '.join(sorted(row))})")
-
-

@@ -37,9 +37,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from musilingo_cli.data.datasets import Example
 from musilingo_cli.core.errors import AudioError, ConfigError
 from musilingo_cli.core.journal import Journal, atomic_path, atomic_write_text, read_jsonl
+from musilingo_cli.data.datasets import Example
 
 FEATURES_FORMAT = 1
 
@@ -159,8 +159,10 @@ class FeatureCache:
 
         with safe_open(str(self.path(key)), framework="pt") as f:
             if f.metadata().get("spec") != self.spec.digest():
-                raise ConfigError(f"{self.path(key)} was written for another encoder/pooling spec; "
-                                  "delete it or use a fresh --cache-dir")
+                raise ConfigError(
+                    f"{self.path(key)} was written for another encoder/pooling spec; "
+                    "delete it or use a fresh --cache-dir"
+                )
             return f.get_tensor("features")
 
     def save(self, key: str, features: torch.Tensor, crop: Crop, audio_hash: str) -> None:
@@ -169,8 +171,12 @@ class FeatureCache:
 
         target = self.path(key)
         target.parent.mkdir(exist_ok=True)
-        meta = {"spec": self.spec.digest(), "audio": audio_hash, "crop_seconds": str(crop.seconds),
-                "crop_index": str(crop.index)}
+        meta = {
+            "spec": self.spec.digest(),
+            "audio": audio_hash,
+            "crop_seconds": str(crop.seconds),
+            "crop_index": str(crop.index),
+        }
         with atomic_path(target) as tmp:
             save_file({"features": features.detach().to("cpu", torch.float32).contiguous()}, str(tmp), metadata=meta)
 
@@ -217,9 +223,18 @@ class CacheReport:
     encoder_loaded: bool
 
 
-def build_cache(examples: list[Example], cache: FeatureCache, crops_per_clip: int,
-                load_encoder: Callable[[], torch.nn.Module], encode: Callable, batch_size: int = 8,
-                rank: int = 0, world: int = 1, progress=None, barrier: Callable[[], None] | None = None) -> CacheReport:
+def build_cache(
+    examples: list[Example],
+    cache: FeatureCache,
+    crops_per_clip: int,
+    load_encoder: Callable[[], torch.nn.Module],
+    encode: Callable,
+    batch_size: int = 8,
+    rank: int = 0,
+    world: int = 1,
+    progress=None,
+    barrier: Callable[[], None] | None = None,
+) -> CacheReport:
     """Encode every (clip, crop) that is not cached yet, then return the keys of all examples.
 
     `load_encoder()` is called only when something is missing (so a warm cache never loads the
@@ -256,8 +271,10 @@ def build_cache(examples: list[Example], cache: FeatureCache, crops_per_clip: in
     if barrier is not None:
         barrier()
     cache.read_hashes()  # the other ranks' hashes: no file is hashed twice
-    keys = {i: [cache.key(cache.audio_hash(ex.audio), c) for c in crops_of(ex, crops_per_clip)]
-            for i, ex in enumerate(examples)}
+    keys = {
+        i: [cache.key(cache.audio_hash(ex.audio), c) for c in crops_of(ex, crops_per_clip)]
+        for i, ex in enumerate(examples)
+    }
     cache.close()
     available = {i: [k for k in ks if cache.has(k)] for i, ks in keys.items()}
     # after the barrier the files tell, on every rank, which clips no rank could decode
@@ -267,8 +284,8 @@ def build_cache(examples: list[Example], cache: FeatureCache, crops_per_clip: in
 
 def _encode_all(todo, cache: FeatureCache, encoder, encode, batch_size: int, progress) -> int:
     """Decode clips a few batches at a time, encode equal-length crops together, save each."""
-    from musilingo_cli.model.audio import load_audio, random_crop
     from musilingo_cli.data.batching import encode_equal_lengths
+    from musilingo_cli.model.audio import load_audio, random_crop
 
     rate = cache.spec.sample_rate
     encoded = 0
@@ -276,19 +293,22 @@ def _encode_all(todo, cache: FeatureCache, encoder, encode, batch_size: int, pro
     window = max(1, 4 * batch_size)
     for start in range(0, len(todo), window):
         pieces: list[tuple[np.ndarray, str, Crop, str]] = []
-        for path, digest, crops in todo[start:start + window]:
+        for path, digest, crops in todo[start : start + window]:
             try:
                 wave = load_audio(path, rate)
             except AudioError:
                 continue  # counted as broken by build_cache: it has no features
             for key, crop in crops:
-                piece = wave if crop.seconds is None else random_crop(wave, rate, crop.seconds,
-                                                                      cache.crop_start_rng(digest, crop), pad=False)
+                piece = (
+                    wave
+                    if crop.seconds is None
+                    else random_crop(wave, rate, crop.seconds, cache.crop_start_rng(digest, crop), pad=False)
+                )
                 pieces.append((piece, key, crop, digest))
         feats = encode_equal_lengths(lambda w: encode(encoder, w), [p for p, *_ in pieces], batch_size)
         for (_, key, crop, digest), f in zip(pieces, feats):
             cache.save(key, f, crop, digest)
         encoded += len(pieces)
         if task is not None:
-            progress.update(task, advance=len(todo[start:start + window]), status=f"{encoded} crops encoded")
+            progress.update(task, advance=len(todo[start : start + window]), status=f"{encoded} crops encoded")
     return encoded

@@ -62,9 +62,13 @@ def expand_paths(args: list[str]) -> list[str]:
 
 def _audio_under(directory: Path) -> list[str]:
     """Audio files below `directory` (any depth), hidden files and folders left out, sorted."""
-    files = [p for p in directory.rglob("*")
-             if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file()
-             and not any(part.startswith(".") for part in p.relative_to(directory).parts)]
+    files = [
+        p
+        for p in directory.rglob("*")
+        if p.suffix.lower() in AUDIO_EXTENSIONS
+        and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(directory).parts)
+    ]
     return [str(p) for p in sorted(files)]
 
 
@@ -105,8 +109,10 @@ def read_manifest(path: str | Path, default_questions: list[str]) -> list[Item]:
         source = source if source.is_absolute() else path.parent / source
         asked = [str(row["question"])] if row.get("question") not in (None, "") else default_questions
         if not asked:
-            raise DataError(f"{path}:{number}: no `question` in this row and none on the command line "
-                            "(add a question column, or pass -q QUESTION or --caption)")
+            raise DataError(
+                f"{path}:{number}: no `question` in this row and none on the command line "
+                "(add a question column, or pass -q QUESTION or --caption)"
+            )
         extra = {k: v for k, v in row.items() if k not in _MANIFEST_COLUMNS}
         given = row.get("id")
         for k, q in enumerate(asked):

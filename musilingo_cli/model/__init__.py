@@ -1,17 +1,17 @@
 """The model, in the reading order of the paper's Figure 1:
 
-    config        ModelConfig: every shape and constant, and the prompt template
-    audio         file -> float32 mono waveform at the encoder's rate (decode, downmix, resample)
-    encoder       MERT as a stock HubertModel: waveform -> hidden states [L, B, T, D]
-    adapter       layer combination, temporal pooling (T -> T' = ceil(T / 325)), Linear(D -> H)
-    llm           the frozen LLM and its tokenizer
-    musilingo     MusiLingo: audio tokens spliced into the prompt, loss, generation
-    generation    sampling presets and the official answer post-processing
-    decoding      our batched decoding loop (static cache, one CUDA graph per step)
-    checkpoint    our checkpoint format (adapter.safetensors + musilingo.json) and official .pth files
-    release       the official Hugging Face releases: tensors and configs only
-    hub           hub ids and local directories -> a local folder
-    loader        the one place that decides what a --model/--init/--encoder/--llm spec is
+config        ModelConfig: every shape and constant, and the prompt template
+audio         file -> float32 mono waveform at the encoder's rate (decode, downmix, resample)
+encoder       MERT as a stock HubertModel: waveform -> hidden states [L, B, T, D]
+adapter       layer combination, temporal pooling (T -> T' = ceil(T / 325)), Linear(D -> H)
+llm           the frozen LLM and its tokenizer
+musilingo     MusiLingo: audio tokens spliced into the prompt, loss, generation
+generation    sampling presets and the official answer post-processing
+decoding      our batched decoding loop (static cache, one CUDA graph per step)
+checkpoint    our checkpoint format (adapter.safetensors + musilingo.json) and official .pth files
+release       the official Hugging Face releases: tensors and configs only
+hub           hub ids and local directories -> a local folder
+loader        the one place that decides what a --model/--init/--encoder/--llm spec is
 """
 
 

@@ -232,8 +232,10 @@ def _decode(path: Path, max_seconds: float | None = None) -> tuple[np.ndarray, i
     if info.format == "MP3" and not mp3_has_length_header(path):
         # libsndfile estimates this file's length from its first frame and stops decoding there
         if shutil.which("ffmpeg") is None:
-            raise AudioError(f"{path}: this mp3 has no Xing/Info header, so only decoding it whole tells its "
-                             f"length, and that needs ffmpeg (not found on PATH); {_INSTALL_FFMPEG}")
+            raise AudioError(
+                f"{path}: this mp3 has no Xing/Info header, so only decoding it whole tells its "
+                f"length, and that needs ffmpeg (not found on PATH); {_INSTALL_FFMPEG}"
+            )
         return _decode_ffmpeg(path, None, max_seconds)
     wanted = info.frames
     if max_seconds is not None:
@@ -304,8 +306,9 @@ def _check_not_truncated(path: Path, info) -> None:
             raise AudioError(f"{path}: truncated (audio data holds {present} of {declared} bytes)")
 
 
-def _decode_ffmpeg(path: Path, soundfile_error: str | None, max_seconds: float | None = None
-                   ) -> tuple[np.ndarray, int, int]:
+def _decode_ffmpeg(
+    path: Path, soundfile_error: str | None, max_seconds: float | None = None
+) -> tuple[np.ndarray, int, int]:
     """Decode the first audio stream with ffmpeg into an in-memory float32 WAV (its first
     `max_seconds` + a margin only, when given): (frames x channels, rate, frames in the file)."""
     ffmpeg = shutil.which("ffmpeg")

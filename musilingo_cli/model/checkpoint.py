@@ -10,17 +10,18 @@ from typing import Any
 
 import torch
 
-from musilingo_cli.model.config import ModelConfig
 from musilingo_cli.core.errors import CheckpointError
 from musilingo_cli.core.journal import atomic_path, atomic_write_text
+from musilingo_cli.model.config import ModelConfig
 
 ADAPTER_FILE = "adapter.safetensors"
 CONFIG_FILE = "musilingo.json"
 OFFICIAL_PROJ = {"llama_proj.weight": "proj.weight", "llama_proj.bias": "proj.bias"}
 
 
-def save_checkpoint(directory: str | Path, config: ModelConfig, state: dict[str, torch.Tensor],
-                    training: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(
+    directory: str | Path, config: ModelConfig, state: dict[str, torch.Tensor], training: dict[str, Any] | None = None
+) -> Path:
     """Write an adapter checkpoint; each file is written under an unpredictable temporary name and
     renamed (`core.journal.atomic_path`), the config last, so a crash never leaves a half-written
     checkpoint that looks complete. An encoder, LLM or tokenizer given as a local folder is stored as

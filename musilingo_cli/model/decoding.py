@@ -93,8 +93,10 @@ class Decoder:
             global _FALLBACK_WARNED
             if not _FALLBACK_WARNED:
                 _FALLBACK_WARNED = True
-                warn("decoding without CUDA graphs: this transformers' StaticCache keeps no position counter "
-                     "on the device (StaticLayer.cumulative_length); upgrade transformers (>= 5.17) for speed")
+                warn(
+                    "decoding without CUDA graphs: this transformers' StaticCache keeps no position counter "
+                    "on the device (StaticLayer.cumulative_length); upgrade transformers (>= 5.17) for speed"
+                )
             mode = "compiled" if mode == "compiled-graph" else "eager"
         self.llm, self.mode = llm, mode
         # transformers >= 5.24 names the cache argument `cache`; earlier 5.x `past_key_values`
@@ -106,9 +108,16 @@ class Decoder:
             self._fn = torch.compile(self._logits, dynamic=False, **options)
 
     @torch.no_grad()
-    def generate(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, settings: GenerationSettings,
-                 eos_ids: list[int], pad_id: int, stop: Callable[[list[list[int]]], list[bool]] | None = None,
-                 constraint=None) -> torch.Tensor:
+    def generate(
+        self,
+        inputs_embeds: torch.Tensor,
+        attention_mask: torch.Tensor,
+        settings: GenerationSettings,
+        eos_ids: list[int],
+        pad_id: int,
+        stop: Callable[[list[list[int]]], list[bool]] | None = None,
+        constraint=None,
+    ) -> torch.Tensor:
         """New tokens [B, n <= max_new_tokens] (on the host) for left-padded prompts.
 
         A row ends at an EOS id (later tokens are `pad_id`) or when `stop` says its recent tokens
@@ -124,8 +133,14 @@ class Decoder:
         full_mask[:, :width] = mask  # left padding stays masked; causality hides what is not written yet
         real = mask.sum(dim=1)  # prompt tokens per row: the next position id
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
-        logits = self.llm(inputs_embeds=inputs_embeds, attention_mask=full_mask, position_ids=positions,
-                          use_cache=True, logits_to_keep=1, **{self._cache_arg: cache}).logits[:, -1]
+        logits = self.llm(
+            inputs_embeds=inputs_embeds,
+            attention_mask=full_mask,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1,
+            **{self._cache_arg: cache},
+        ).logits[:, -1]
         step = self._stepper(cache, full_mask)
         eos = torch.tensor(eos_ids, device=device)
         tokens = torch.full((batch, settings.max_new_tokens), pad_id, dtype=torch.long, device=device)
@@ -142,16 +157,19 @@ class Decoder:
             unfinished &= ~torch.isin(token, eos)
             if constraint is not None:
                 constraint.accept(token.tolist(), alive)
-            if k + 1 == settings.max_new_tokens or ((k + 1) % CHECK_EVERY == 0 and self._all_done(tokens, k + 1, unfinished, stopped, stop)):
-                return tokens[:, :k + 1].cpu()
+            if k + 1 == settings.max_new_tokens or (
+                (k + 1) % CHECK_EVERY == 0 and self._all_done(tokens, k + 1, unfinished, stopped, stop)
+            ):
+                return tokens[:, : k + 1].cpu()
             # with CUDA graphs, `logits` is overwritten by the next replay: it is read before that
             logits = step(token[:, None], (real + k)[:, None])
         return tokens.cpu()  # max_new_tokens == 0
 
     def _logits(self, token: torch.Tensor, position: torch.Tensor, full_mask: torch.Tensor, cache) -> torch.Tensor:
         """One decoding step: [B, 1] tokens at [B, 1] positions -> next-token logits [B, V]."""
-        out = self.llm(input_ids=token, attention_mask=full_mask, position_ids=position, use_cache=True,
-                       **{self._cache_arg: cache})
+        out = self.llm(
+            input_ids=token, attention_mask=full_mask, position_ids=position, use_cache=True, **{self._cache_arg: cache}
+        )
         return out.logits[:, -1]
 
     def _slots(self, batch: int, length: int, device: torch.device):
@@ -187,7 +205,7 @@ class Decoder:
         if stop is not None:
             rows = [i for i, a in enumerate(alive) if a and not stopped[i]]
             if rows:
-                tail = tokens[rows, max(0, n - CHECK_EVERY - STOP_TAIL):n].cpu().tolist()
+                tail = tokens[rows, max(0, n - CHECK_EVERY - STOP_TAIL) : n].cpu().tolist()
                 for i, hit in zip(rows, stop(tail)):
                     stopped[i] = stopped[i] or hit
         return all(not a or s for a, s in zip(alive, stopped))
@@ -206,8 +224,11 @@ class StepGraph:
         device = cache.layers[0].keys.device
         self.token = torch.zeros(batch, 1, dtype=torch.long, device=device)
         self.position = torch.zeros(batch, 1, dtype=torch.long, device=device)
-        counters = [layer.cumulative_length for layer in cache.layers
-                    if isinstance(getattr(layer, "cumulative_length", None), torch.Tensor)]
+        counters = [
+            layer.cumulative_length
+            for layer in cache.layers
+            if isinstance(getattr(layer, "cumulative_length", None), torch.Tensor)
+        ]
         saved = [c.clone() for c in counters]
         try:
             side = torch.cuda.Stream(device)

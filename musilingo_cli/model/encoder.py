@@ -67,7 +67,9 @@ class AudioEncoder(nn.Module):
     @torch.no_grad()
     def forward(self, waves: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self.normalize:  # Wav2Vec2FeatureExtractor's per-clip normalisation
-            waves = (waves - waves.mean(-1, keepdim=True)) / torch.sqrt(waves.var(-1, keepdim=True, unbiased=False) + 1e-7)
+            waves = (waves - waves.mean(-1, keepdim=True)) / torch.sqrt(
+                waves.var(-1, keepdim=True, unbiased=False) + 1e-7
+            )
         # the conv front end takes the waveform (a buffer-like parameter such as masked_spec_embed may sit elsewhere)
         front = getattr(self.model, "feature_extractor", self.model)
         param = next(front.parameters())
@@ -89,7 +91,9 @@ def describe_encoder(name_or_path: str) -> EncoderInfo:
     return EncoderInfo(rate, normalize, config["hidden_size"], config["num_hidden_layers"] + 1)
 
 
-def load_encoder(name_or_path: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> AudioEncoder:
+def load_encoder(
+    name_or_path: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> AudioEncoder:
     """Load MERT (hub id or local directory) as HubertModel, or any transformers audio model.
     Raises CheckpointError when config and weights disagree or files are missing."""
     directory = resolve_dir(name_or_path, "audio encoder", ENCODER_FILES)
@@ -114,8 +118,10 @@ def _build(config_dict: dict, directory: Path) -> nn.Module:
         config = AutoConfig.from_pretrained(directory, trust_remote_code=False)
     except (ValueError, KeyError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise CheckpointError(f"{directory}/config.json: model type {config_dict.get('model_type')!r} is unknown to "
-                              f"transformers ({reason})") from None
+        raise CheckpointError(
+            f"{directory}/config.json: model type {config_dict.get('model_type')!r} is unknown to "
+            f"transformers ({reason})"
+        ) from None
     config.layerdrop = 0.0  # a dropped layer changes how many hidden states come back
     config.tie_last_hidden_states = True  # pre-LN encoders: last state after the final LayerNorm
     return AutoModel.from_config(config)

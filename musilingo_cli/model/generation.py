@@ -46,9 +46,13 @@ class GenerationSettings:
 
     def generate_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for transformers' `generate` (sampling knobs only when sampling)."""
-        kwargs: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "min_new_tokens": self.min_new_tokens,
-                                  "do_sample": self.do_sample, "num_beams": self.num_beams,
-                                  "repetition_penalty": self.repetition_penalty}
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": self.max_new_tokens,
+            "min_new_tokens": self.min_new_tokens,
+            "do_sample": self.do_sample,
+            "num_beams": self.num_beams,
+            "repetition_penalty": self.repetition_penalty,
+        }
         if self.do_sample:
             kwargs.update(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k)
         return kwargs

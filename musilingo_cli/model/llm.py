@@ -10,8 +10,14 @@ from musilingo_cli.model.hub import resolve_dir
 
 LLM_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken"]
 
-DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-          "fp16": torch.float16, "float16": torch.float16}
+DTYPES = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+}
 
 
 def parse_dtype(name: str | torch.dtype) -> torch.dtype:
@@ -53,12 +59,20 @@ def quantization_config(quantize: str, compute_dtype: torch.dtype):
 
     if quantize == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True)
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=compute_dtype)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute_dtype,
+    )
 
 
-def load_llm(name_or_path: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-             quantize: str | None = None):
+def load_llm(
+    name_or_path: str,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    quantize: str | None = None,
+):
     """A frozen causal LM in eval mode (hub id or local directory; never remote code); `quantize`
     (8bit | 4bit) loads its linear layers through bitsandbytes, the rest in `dtype`."""
     from transformers import AutoModelForCausalLM
@@ -70,7 +84,9 @@ def load_llm(name_or_path: str, device: str | torch.device = "cpu", dtype: torch
     try:
         model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype, trust_remote_code=False, **extra)
     except ValueError as err:
-        raise CheckpointError(f"LLM {name_or_path!r} cannot be loaded as a causal LM without remote code ({str(err).splitlines()[0]})") from None
+        raise CheckpointError(
+            f"LLM {name_or_path!r} cannot be loaded as a causal LM without remote code ({str(err).splitlines()[0]})"
+        ) from None
     return freeze(model if quantize else model.to(device))
 
 

@@ -83,12 +83,15 @@ def encoder_info(spec: str) -> EncoderInfo:
     if release.is_release(spec):
         return release.release_encoder_info(release.open_release(spec))
     if named := named_encoder(spec):
-        return EncoderInfo(named.sample_rate, named.normalize, named.hidden_size, named.num_hidden_states,
-                           named.pool_window)
+        return EncoderInfo(
+            named.sample_rate, named.normalize, named.hidden_size, named.num_hidden_states, named.pool_window
+        )
     return describe_encoder(spec)
 
 
-def load_encoder_part(spec: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> AudioEncoder:
+def load_encoder_part(
+    spec: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> AudioEncoder:
     """A frozen encoder (waves [B, S] -> L x [B, T, D]) from a plain or named encoder spec, or the
     MERT inside a release."""
     if named := named_encoder(spec):
@@ -96,8 +99,9 @@ def load_encoder_part(spec: str, device: str | torch.device = "cpu", dtype: torc
     if not release.is_release(spec):
         return load_encoder(spec, device=device, dtype=dtype)
     opened = release.open_release(spec)
-    return build_release_encoder(opened.read("encoder", device, dtype), device, dtype,
-                                 release.release_normalize(opened.directory))
+    return build_release_encoder(
+        opened.read("encoder", device, dtype), device, dtype, release.release_normalize(opened.directory)
+    )
 
 
 def load_llm_part(spec: str, device: str | torch.device, dtype: torch.dtype, quantize: str | None = None):
@@ -106,8 +110,10 @@ def load_llm_part(spec: str, device: str | torch.device, dtype: torch.dtype, qua
     if not release.is_release(spec):
         return load_llm(spec, device=device, dtype=dtype, quantize=quantize), None
     if quantize:
-        raise ConfigError(f"--quantize works with a plain LLM folder; {spec} is an official release: pass "
-                          "--llm lmsys/vicuna-7b-v1.5 (or a saved Vicuna folder) with it")
+        raise ConfigError(
+            f"--quantize works with a plain LLM folder; {spec} is an official release: pass "
+            "--llm lmsys/vicuna-7b-v1.5 (or a saved Vicuna folder) with it"
+        )
     opened = release.open_release(spec)
     lm = build_release_llm(opened.read("llm", device, dtype), device, opened.head_dim_hint())
     return lm, release.load_release_tokenizer(opened.directory)[0]
@@ -147,8 +153,9 @@ def _assign(model: torch.nn.Module, state: dict, what: str, rebuild: dict | None
     try:
         model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as err:
-        raise CheckpointError(f"the release's {what} does not match the expected architecture: "
-                              f"{' '.join(str(err).split())[:300]}") from None
+        raise CheckpointError(
+            f"the release's {what} does not match the expected architecture: {' '.join(str(err).split())[:300]}"
+        ) from None
     for name, make in (rebuild or {}).items():  # non-persistent buffers are not in any state dict
         parent, _, child = name.rpartition(".")
         with torch.device(device):
@@ -161,32 +168,55 @@ def _assign(model: torch.nn.Module, state: dict, what: str, rebuild: dict | None
 # --- a whole model ------------------------------------------------------------------------------
 
 
-def load_model(model: str | None = None, encoder: str | None = None, llm: str | None = None,
-               device: str = "cpu", dtype: str | torch.dtype = "fp32", encoder_dtype: str | torch.dtype = "fp32",
-               with_encoder: bool = True, quantize: str | None = None) -> MusiLingo:
+def load_model(
+    model: str | None = None,
+    encoder: str | None = None,
+    llm: str | None = None,
+    device: str = "cpu",
+    dtype: str | torch.dtype = "fp32",
+    encoder_dtype: str | torch.dtype = "fp32",
+    with_encoder: bool = True,
+    quantize: str | None = None,
+) -> MusiLingo:
     """A ready MusiLingo from a --model spec, --encoder/--llm replacing its parts. With no --model,
     --encoder and --llm give a freshly initialised adapter (smoke tests, benchmarks).
     Raises ConfigError / CheckpointError with one line saying what to pass instead."""
     if model is None:
         if not (encoder and llm):
-            raise ConfigError("no model given: pass --model (a checkpoint, an official .pth, or short/long/musicqa), "
-                              "or both --encoder and --llm for an untrained adapter")
-        warn("no adapter weights: using a freshly initialised adapter, so answers are meaningless "
-             "(fine for smoke tests and benchmarks)")
-        fresh = ModelConfig.for_stage("finetune", encoder=encoder, llm=llm, pool_window=encoder_info(encoder).pool_window)
+            raise ConfigError(
+                "no model given: pass --model (a checkpoint, an official .pth, or short/long/musicqa), "
+                "or both --encoder and --llm for an untrained adapter"
+            )
+        warn(
+            "no adapter weights: using a freshly initialised adapter, so answers are meaningless "
+            "(fine for smoke tests and benchmarks)"
+        )
+        fresh = ModelConfig.for_stage(
+            "finetune", encoder=encoder, llm=llm, pool_window=encoder_info(encoder).pool_window
+        )
         return assemble(fresh, None, device, dtype, encoder_dtype, with_encoder, quantize=quantize)
     if spec_kind(model) == "pth" and not llm:
-        raise ConfigError(f"{model}: official .pth adapters were trained on Vicuna-7B v0; pass --llm with a merged "
-                          "Vicuna-7B v0 directory, or use a full official release: --model short|long|musicqa")
+        raise ConfigError(
+            f"{model}: official .pth adapters were trained on Vicuna-7B v0; pass --llm with a merged "
+            "Vicuna-7B v0 directory, or use a full official release: --model short|long|musicqa"
+        )
     config, state = read_adapter(model)
-    return assemble(with_parts(config, encoder, llm), state, device, dtype, encoder_dtype, with_encoder,
-                    quantize=quantize)
+    return assemble(
+        with_parts(config, encoder, llm), state, device, dtype, encoder_dtype, with_encoder, quantize=quantize
+    )
 
 
-def assemble(config: ModelConfig, state: dict[str, torch.Tensor] | None, device: str = "cpu",
-             dtype: str | torch.dtype = "fp32", encoder_dtype: str | torch.dtype = "fp32",
-             with_encoder: bool = True, llm_model: torch.nn.Module | None = None, tokenizer=None,
-             quantize: str | None = None) -> MusiLingo:
+def assemble(
+    config: ModelConfig,
+    state: dict[str, torch.Tensor] | None,
+    device: str = "cpu",
+    dtype: str | torch.dtype = "fp32",
+    encoder_dtype: str | torch.dtype = "fp32",
+    with_encoder: bool = True,
+    llm_model: torch.nn.Module | None = None,
+    tokenizer=None,
+    quantize: str | None = None,
+) -> MusiLingo:
     """Load the parts `config` names (the LLM and tokenizer may be given already loaded, as
     training does; then `config.lora` is not applied) and the adapter weights; `quantize` (8bit |
     4bit) loads the LLM through bitsandbytes, the encoder stays in `encoder_dtype`. Without the
@@ -211,8 +241,11 @@ def assemble(config: ModelConfig, state: dict[str, torch.Tensor] | None, device:
 
 def _with_shapes(config: ModelConfig, encoder: AudioEncoder | None, llm) -> ModelConfig:
     info = encoder or encoder_info(config.encoder)
-    shapes = {"llm_hidden_size": llm.config.hidden_size, "encoder_hidden_size": info.hidden_size,
-              "num_hidden_states": info.num_hidden_states}
+    shapes = {
+        "llm_hidden_size": llm.config.hidden_size,
+        "encoder_hidden_size": info.hidden_size,
+        "num_hidden_states": info.num_hidden_states,
+    }
     return dataclasses.replace(config, **shapes)
 
 
@@ -220,8 +253,10 @@ def _load_adapter(model: MusiLingo, state: dict[str, torch.Tensor], config: Mode
     expected = {k: tuple(v.shape) for k, v in model.adapter.state_dict().items()}
     found = {k: tuple(v.shape) for k, v in state.items()}
     if expected != found:
-        raise CheckpointError(f"adapter weights {found} do not fit encoder {config.encoder!r} + LLM {config.llm!r} "
-                              f"(expected {expected}); pass the --encoder/--llm the adapter was trained with")
+        raise CheckpointError(
+            f"adapter weights {found} do not fit encoder {config.encoder!r} + LLM {config.llm!r} "
+            f"(expected {expected}); pass the --encoder/--llm the adapter was trained with"
+        )
     model.adapter.load_state_dict(state)
 
 
@@ -234,11 +269,23 @@ def export_release(spec: str, out_dir: str | Path) -> Path:
 
     out = Path(out_dir)
     opened = release.open_release(spec)
-    enc = build_release_encoder(opened.read("encoder"), "cpu", torch.float32, release.release_normalize(opened.directory))
+    enc = build_release_encoder(
+        opened.read("encoder"), "cpu", torch.float32, release.release_normalize(opened.directory)
+    )
     enc.model.save_pretrained(out / "encoder")
-    (out / "encoder" / "preprocessor_config.json").write_text(json.dumps(
-        {"feature_extractor_type": "Wav2Vec2FeatureExtractor", "sampling_rate": enc.sample_rate, "feature_size": 1,
-         "padding_side": "right", "padding_value": 0.0, "return_attention_mask": True, "do_normalize": enc.normalize}))
+    (out / "encoder" / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "feature_extractor_type": "Wav2Vec2FeatureExtractor",
+                "sampling_rate": enc.sample_rate,
+                "feature_size": 1,
+                "padding_side": "right",
+                "padding_value": 0.0,
+                "return_attention_mask": True,
+                "do_normalize": enc.normalize,
+            }
+        )
+    )
     shapes = {"encoder_hidden_size": enc.hidden_size, "num_hidden_states": enc.num_hidden_states}
     del enc
     lm = build_release_llm(opened.read("llm"), "cpu", opened.head_dim_hint())

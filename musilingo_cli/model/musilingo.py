@@ -51,7 +51,7 @@ class DecodedStop:
         return [self.end_sym in text for text in self.tokenizer.batch_decode(tails)]
 
     def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
-        return torch.tensor(self.holds(input_ids[:, -self.tail:]), device=input_ids.device)
+        return torch.tensor(self.holds(input_ids[:, -self.tail :]), device=input_ids.device)
 
 
 class MusiLingo(nn.Module):
@@ -102,12 +102,19 @@ class MusiLingo(nn.Module):
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False).input_ids if text else []
 
-    def build_batch(self, features: list[torch.Tensor], questions: list[str | None],
-                    answers: list[str] | None = None, padding_side: str = "right") -> Batch:
+    def build_batch(
+        self,
+        features: list[torch.Tensor],
+        questions: list[str | None],
+        answers: list[str] | None = None,
+        padding_side: str = "right",
+    ) -> Batch:
         """Tokenize, pad (right for training, left for generation) and splice audio in."""
         time_dim = 0 if self.config.layer_combine == "mean" else 1
-        rows = [self.token_row(f.shape[time_dim], q, a)
-                for f, q, a in zip(features, questions, answers or [None] * len(features), strict=True)]
+        rows = [
+            self.token_row(f.shape[time_dim], q, a)
+            for f, q, a in zip(features, questions, answers or [None] * len(features), strict=True)
+        ]
         width = max(len(ids) for ids, _ in rows)
         pad = self.tokenizer.pad_token_id
         ids = torch.full((len(rows), width), pad, dtype=torch.long)
@@ -115,10 +122,10 @@ class MusiLingo(nn.Module):
         mask = torch.zeros((len(rows), width), dtype=torch.long)
         for i, (row, n_target) in enumerate(rows):
             start = 0 if padding_side == "right" else width - len(row)
-            ids[i, start:start + len(row)] = torch.tensor(row)
-            mask[i, start:start + len(row)] = 1
+            ids[i, start : start + len(row)] = torch.tensor(row)
+            mask[i, start : start + len(row)] = 1
             if n_target:
-                labels[i, start + len(row) - n_target:start + len(row)] = torch.tensor(row[-n_target:])
+                labels[i, start + len(row) - n_target : start + len(row)] = torch.tensor(row[-n_target:])
         return Batch(self.splice(ids, self.embed_audio(features)), mask, labels if answers is not None else None)
 
     def splice(self, ids: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
@@ -133,13 +140,21 @@ class MusiLingo(nn.Module):
         """Mean cross-entropy over all target tokens of the batch (token-weighted, as official)."""
         batch = self.build_batch(features, questions, answers, padding_side="right")
         device = batch.inputs_embeds.device
-        out = self.llm(inputs_embeds=batch.inputs_embeds, attention_mask=batch.attention_mask.to(device),
-                       labels=batch.labels.to(device))
+        out = self.llm(
+            inputs_embeds=batch.inputs_embeds,
+            attention_mask=batch.attention_mask.to(device),
+            labels=batch.labels.to(device),
+        )
         return out.loss
 
     @torch.no_grad()
-    def generate(self, features: list[torch.Tensor], questions: list[str | None],
-                 settings: GenerationSettings | None = None, compile: bool = False) -> list[str]:
+    def generate(
+        self,
+        features: list[torch.Tensor],
+        questions: list[str | None],
+        settings: GenerationSettings | None = None,
+        compile: bool = False,
+    ) -> list[str]:
         """Answer each (features, question); generation stops per item at end_sym.
 
         Our decoding loop (decoding.Decoder: CUDA graphs on CUDA, `compile` compiles its step)
@@ -151,18 +166,21 @@ class MusiLingo(nn.Module):
         mask = batch.attention_mask.to(batch.inputs_embeds.device)
         if settings.json_schema is not None:  # constrained: no stop string (it may sit inside a JSON string)
             if settings.needs_transformers:
-                raise ConfigError("--json-schema works with greedy or sampling decoding, not beam search or "
-                                  "repetition penalties")
+                raise ConfigError(
+                    "--json-schema works with greedy or sampling decoding, not beam search or repetition penalties"
+                )
             constraint = self._json_grammar(settings.json_schema).start(len(features))
-            out = self._decoder(compile).generate(batch.inputs_embeds, mask, settings, self._eos_ids(),
-                                                  self.tokenizer.pad_token_id, None, constraint)
+            out = self._decoder(compile).generate(
+                batch.inputs_embeds, mask, settings, self._eos_ids(), self.tokenizer.pad_token_id, None, constraint
+            )
             return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
         if settings.needs_transformers:
             out = self._transformers_generate(batch.inputs_embeds, mask, settings)
         else:
             stop = DecodedStop(self.tokenizer, self.config.end_sym).holds if self.config.end_sym else None
-            out = self._decoder(compile).generate(batch.inputs_embeds, mask, settings, self._eos_ids(),
-                                                  self.tokenizer.pad_token_id, stop)
+            out = self._decoder(compile).generate(
+                batch.inputs_embeds, mask, settings, self._eos_ids(), self.tokenizer.pad_token_id, stop
+            )
         texts = self.tokenizer.batch_decode(out, skip_special_tokens=True)
         return [postprocess(t, self.config.end_sym) for t in texts]
 
@@ -201,8 +219,9 @@ class MusiLingo(nn.Module):
         kwargs = {**settings.generate_kwargs(), "disable_compile": True}
         if self.config.end_sym:
             kwargs["stopping_criteria"] = StoppingCriteriaList([self._stop_criterion()])
-        return self.llm.generate(inputs_embeds=embeds, attention_mask=mask, pad_token_id=self.tokenizer.pad_token_id,
-                                 **kwargs)
+        return self.llm.generate(
+            inputs_embeds=embeds, attention_mask=mask, pad_token_id=self.tokenizer.pad_token_id, **kwargs
+        )
 
     def _stop_criterion(self):
         """Per-row stop at end_sym: transformers' vectorised StopStringCriteria when the tokenizer

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import torch
 
-from musilingo_cli.model.config import EncoderInfo, ModelConfig
 from musilingo_cli.core.console import warn
 from musilingo_cli.core.errors import CheckpointError
+from musilingo_cli.model.config import EncoderInfo, ModelConfig
 from musilingo_cli.model.hub import resolve_dir
 
 ALIASES = {name: f"m-a-p/MusiLingo-{name}-v1" for name in ("short", "long", "musicqa")}
@@ -41,18 +41,42 @@ INDEX_FILE = "model.safetensors.index.json"
 
 # MERT-v1-330M as documented (mert-as-hubert.md §3.2); sizes are re-read from the tensors.
 MERT_330M = {
-    "hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "intermediate_size": 4096,
-    "hidden_act": "gelu", "conv_dim": [512] * 7, "conv_kernel": [10, 3, 3, 3, 3, 2, 2],
-    "conv_stride": [5, 2, 2, 2, 2, 2, 2], "conv_bias": False, "feat_extract_norm": "group",
-    "feat_extract_activation": "gelu", "feat_proj_layer_norm": True, "num_conv_pos_embeddings": 128,
-    "num_conv_pos_embedding_groups": 16, "do_stable_layer_norm": True, "layer_norm_eps": 1e-5,
-    "hidden_dropout": 0.0, "activation_dropout": 0.0, "attention_dropout": 0.0, "feat_proj_dropout": 0.0,
-    "final_dropout": 0.0, "layerdrop": 0.0, "mask_time_prob": 0.075,
+    "hidden_size": 1024,
+    "num_hidden_layers": 24,
+    "num_attention_heads": 16,
+    "intermediate_size": 4096,
+    "hidden_act": "gelu",
+    "conv_dim": [512] * 7,
+    "conv_kernel": [10, 3, 3, 3, 3, 2, 2],
+    "conv_stride": [5, 2, 2, 2, 2, 2, 2],
+    "conv_bias": False,
+    "feat_extract_norm": "group",
+    "feat_extract_activation": "gelu",
+    "feat_proj_layer_norm": True,
+    "num_conv_pos_embeddings": 128,
+    "num_conv_pos_embedding_groups": 16,
+    "do_stable_layer_norm": True,
+    "layer_norm_eps": 1e-5,
+    "hidden_dropout": 0.0,
+    "activation_dropout": 0.0,
+    "attention_dropout": 0.0,
+    "feat_proj_dropout": 0.0,
+    "final_dropout": 0.0,
+    "layerdrop": 0.0,
+    "mask_time_prob": 0.075,
 }
 MERT_HEAD_DIM = 64  # 1024 / 16 (330M) and 768 / 12 (95M)
 # Vicuna-7B v0 = LLaMA-7B: these are not visible in tensor shapes.
-VICUNA_7B = {"rms_norm_eps": 1e-6, "max_position_embeddings": 2048, "bos_token_id": 1, "eos_token_id": 2,
-             "pad_token_id": None, "tie_word_embeddings": False, "hidden_act": "silu", "rope_theta": 10000.0}
+VICUNA_7B = {
+    "rms_norm_eps": 1e-6,
+    "max_position_embeddings": 2048,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "pad_token_id": None,
+    "tie_word_embeddings": False,
+    "hidden_act": "silu",
+    "rope_theta": 10000.0,
+}
 LLAMA_HEAD_DIM = 128  # 4096 / 32
 
 # buffers that the 2023 code saved with the weights; stock modules recompute them
@@ -74,7 +98,9 @@ class Release:
         """The keys of one part: those whose longest matching part prefix is this part's."""
         return [k for k in self.shards if _owner(k, self.prefixes) == part]
 
-    def read(self, part: str, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    def read(
+        self, part: str, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+    ) -> dict[str, torch.Tensor]:
         """The part's tensors with its prefix stripped, read shard by shard (only its keys)."""
         from safetensors import safe_open
 
@@ -88,7 +114,7 @@ class Release:
                 for key in keys:
                     t = f.get_tensor(key)
                     cast = dtype if dtype is not None and t.is_floating_point() else t.dtype
-                    state[key[len(prefix):]] = t.to(device=device, dtype=cast)
+                    state[key[len(prefix) :]] = t.to(device=device, dtype=cast)
         return state
 
     def head_dim_hint(self) -> int | None:
@@ -128,13 +154,17 @@ def _shard_map(directory: Path) -> dict[str, Path]:
             raise CheckpointError(f"{index_path} is not a safetensors index ({err}); re-download the release") from None
         missing = sorted({f for f in weight_map.values() if not (directory / f).is_file()})
         if missing:
-            raise CheckpointError(f"{directory} lacks {', '.join(missing)} (listed in {INDEX_FILE}): the download "
-                                  "is incomplete; fetch it again with `hf download <repo>` or re-run while online")
+            raise CheckpointError(
+                f"{directory} lacks {', '.join(missing)} (listed in {INDEX_FILE}): the download "
+                "is incomplete; fetch it again with `hf download <repo>` or re-run while online"
+            )
         return {k: directory / f for k, f in weight_map.items()}
     files = sorted(directory.glob("*.safetensors"))
     if not files:
-        raise CheckpointError(f"{directory} has no *.safetensors weights: not an official MusiLingo release "
-                              "(use our checkpoint directory, an official .pth, or short/long/musicqa)")
+        raise CheckpointError(
+            f"{directory} has no *.safetensors weights: not an official MusiLingo release "
+            "(use our checkpoint directory, an official .pth, or short/long/musicqa)"
+        )
     shards = {}
     for path in files:
         with safe_open(str(path), framework="pt", device="cpu") as f:
@@ -151,9 +181,13 @@ def find_prefixes(keys: list[str]) -> dict[str, str]:
     found = {"proj": proj, "encoder": mert, "llm": head or embed}
     bad = {part: hits for part, hits in found.items() if len(set(hits)) != 1}
     if bad:
-        what = "; ".join(f"{part}: {'none' if not hits else 'several ' + str(sorted(set(hits)))}" for part, hits in bad.items())
-        raise CheckpointError(f"not a MusiLingo release: expected one projection (*llama_proj.weight), one MERT "
-                              f"(*{_MERT_MARK}) and one LLaMA (*lm_head.weight) in the weights ({what})")
+        what = "; ".join(
+            f"{part}: {'none' if not hits else 'several ' + str(sorted(set(hits)))}" for part, hits in bad.items()
+        )
+        raise CheckpointError(
+            f"not a MusiLingo release: expected one projection (*llama_proj.weight), one MERT "
+            f"(*{_MERT_MARK}) and one LLaMA (*lm_head.weight) in the weights ({what})"
+        )
     return {"proj": proj[0] + "llama_proj.", "encoder": mert[0], "llm": found["llm"][0]}
 
 
@@ -165,6 +199,7 @@ def _owner(key: str, prefixes: dict[str, str]) -> str | None:
 
 # --- configs from tensor shapes (no remote code, no config download) ---
 
+
 def mert_config_from(state: dict[str, torch.Tensor]) -> dict:
     """A MERT-style config dict: MERT-v1-330M values, sizes checked against the tensors."""
     layers = _count(state, r"encoder\.layers\.(\d+)\.")
@@ -174,16 +209,21 @@ def mert_config_from(state: dict[str, torch.Tensor]) -> dict:
     if pos is None:
         pos = state["encoder.pos_conv_embed.conv.parametrizations.weight.original1"]
     conv_norms = sum(f"feature_extractor.conv_layers.{i}.layer_norm.weight" in state for i in range(convs))
-    return {**MERT_330M,
-            "hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": max(1, hidden // MERT_HEAD_DIM),
-            "intermediate_size": state["encoder.layers.0.feed_forward.intermediate_dense.weight"].shape[0],
-            "conv_dim": [state[f"feature_extractor.conv_layers.{i}.conv.weight"].shape[0] for i in range(convs)],
-            "conv_kernel": [state[f"feature_extractor.conv_layers.{i}.conv.weight"].shape[2] for i in range(convs)],
-            "conv_stride": MERT_330M["conv_stride"][:convs],
-            "conv_bias": "feature_extractor.conv_layers.0.conv.bias" in state,
-            "feat_extract_norm": "layer" if conv_norms == convs > 1 else "group",
-            "feat_proj_layer_norm": "feature_projection.layer_norm.weight" in state,
-            "num_conv_pos_embeddings": pos.shape[2], "num_conv_pos_embedding_groups": hidden // pos.shape[1]}
+    return {
+        **MERT_330M,
+        "hidden_size": hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": max(1, hidden // MERT_HEAD_DIM),
+        "intermediate_size": state["encoder.layers.0.feed_forward.intermediate_dense.weight"].shape[0],
+        "conv_dim": [state[f"feature_extractor.conv_layers.{i}.conv.weight"].shape[0] for i in range(convs)],
+        "conv_kernel": [state[f"feature_extractor.conv_layers.{i}.conv.weight"].shape[2] for i in range(convs)],
+        "conv_stride": MERT_330M["conv_stride"][:convs],
+        "conv_bias": "feature_extractor.conv_layers.0.conv.bias" in state,
+        "feat_extract_norm": "layer" if conv_norms == convs > 1 else "group",
+        "feat_proj_layer_norm": "feature_projection.layer_norm.weight" in state,
+        "num_conv_pos_embeddings": pos.shape[2],
+        "num_conv_pos_embedding_groups": hidden // pos.shape[1],
+    }
 
 
 def llama_config_from(state: dict[str, torch.Tensor], head_dim: int | None = None):
@@ -195,12 +235,15 @@ def llama_config_from(state: dict[str, torch.Tensor], head_dim: int | None = Non
     head_dim = head_dim or LLAMA_HEAD_DIM
     if hidden % head_dim:
         raise CheckpointError(f"LLM hidden size {hidden} is not a multiple of the head size {head_dim}")
-    return LlamaConfig(vocab_size=vocab, hidden_size=hidden,
-                       intermediate_size=state["model.layers.0.mlp.gate_proj.weight"].shape[0],
-                       num_hidden_layers=_count(state, r"model\.layers\.(\d+)\."),
-                       num_attention_heads=hidden // head_dim,
-                       num_key_value_heads=state["model.layers.0.self_attn.k_proj.weight"].shape[0] // head_dim,
-                       **VICUNA_7B)
+    return LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=state["model.layers.0.mlp.gate_proj.weight"].shape[0],
+        num_hidden_layers=_count(state, r"model\.layers\.(\d+)\."),
+        num_attention_heads=hidden // head_dim,
+        num_key_value_heads=state["model.layers.0.self_attn.k_proj.weight"].shape[0] // head_dim,
+        **VICUNA_7B,
+    )
 
 
 def _count(state: dict, pattern: str) -> int:
@@ -221,19 +264,26 @@ def release_normalize(directory: Path) -> bool:
         path = hf_hub_download(MERT_ENCODER, "preprocessor_config.json")
         return bool(json.loads(Path(path).read_text()).get("do_normalize", False))
     except Exception:  # offline and not cached: fall back to how MERT was trained
-        warn(f"{MERT_ENCODER} preprocessor_config.json not available: audio is not normalised per clip "
-             "(MERT's training setting); put the file in the release directory to decide otherwise")
+        warn(
+            f"{MERT_ENCODER} preprocessor_config.json not available: audio is not normalised per clip "
+            "(MERT's training setting); put the file in the release directory to decide otherwise"
+        )
         return False
 
 
 # --- tokenizer ---
+
 
 def load_release_tokenizer(directory: Path):
     """The release's tokenizer files, else Vicuna v0's; repaired to bos=1, eos=2, pad=eos (the
     official code pads with eos, and its stop ids assume the standard LLaMA vocabulary)."""
     from transformers import AutoTokenizer
 
-    source = directory if any(directory.glob("tokenizer*")) else resolve_dir(VICUNA_V0_TOKENIZER, "tokenizer", TOKENIZER_FILES)
+    source = (
+        directory
+        if any(directory.glob("tokenizer*"))
+        else resolve_dir(VICUNA_V0_TOKENIZER, "tokenizer", TOKENIZER_FILES)
+    )
     tok = AutoTokenizer.from_pretrained(source, trust_remote_code=False, **_special_token_fixes(source))
     for role, want in (("bos", 1), ("eos", 2)):
         if getattr(tok, f"{role}_token_id") != want:
@@ -265,6 +315,7 @@ def _token_text(value) -> str:
 
 # --- what the loader asks of a release ---
 
+
 def adapter_state(release: Release) -> dict[str, torch.Tensor]:
     """The trained projection as our adapter's state: {"proj.weight": [H, D], "proj.bias": [H]} in fp32."""
     return {"proj." + k: v.float() for k, v in release.read("proj").items()}
@@ -277,7 +328,9 @@ def release_config(release: Release, encoder: str | None = None, llm: str | None
     release's own files if it carries them, else Vicuna v0's."""
     has_tokenizer = any(release.directory.glob("tokenizer*"))
     tokenizer = None if llm else (release.spec if has_tokenizer else VICUNA_V0_TOKENIZER)
-    return ModelConfig.for_stage("finetune", encoder=encoder or release.spec, llm=llm or release.spec, tokenizer=tokenizer)
+    return ModelConfig.for_stage(
+        "finetune", encoder=encoder or release.spec, llm=llm or release.spec, tokenizer=tokenizer
+    )
 
 
 def is_release(spec: str | None) -> bool:
@@ -296,7 +349,7 @@ def is_release(spec: str | None) -> bool:
 def release_encoder_info(release: Release) -> EncoderInfo:
     """EncoderInfo of the release's MERT from tensor names and shapes (no weights are read)."""
     prefix = release.prefixes["encoder"]
-    layers = _count({k[len(prefix):]: 0 for k in release.keys_of("encoder")}, r"encoder\.layers\.(\d+)\.")
+    layers = _count({k[len(prefix) :]: 0 for k in release.keys_of("encoder")}, r"encoder\.layers\.(\d+)\.")
     hidden = _shape(release, release.prefixes["proj"] + "weight")[1]  # llama_proj.weight is [H, D]
     return EncoderInfo(MERT_RATE, release_normalize(release.directory), hidden, layers + 1)
 

@@ -95,14 +95,21 @@ def run(config: AskConfig, model=None) -> dict[str, Any]:
     """
     config = resolve_config(config)
     schema = read_schema(config.json_schema) if config.json_schema else None  # checked before any model loads
-    settings = GenerationSettings.from_preset(config.preset, max_new_tokens=config.max_new_tokens, json_schema=schema,
-                                              **config.generate_options)
+    settings = GenerationSettings.from_preset(
+        config.preset, max_new_tokens=config.max_new_tokens, json_schema=schema, **config.generate_options
+    )
     items = collect_items(config)
     journal = Journal(config.output, key=lambda r: r["id"], lock=True) if config.output else None
     try:
         todo, skipped, failed_before = _pending(items, journal, config.retry_errors)
-        summary = {"items": len(items), "skipped_done": skipped, "failed_before": failed_before,
-                   "answered": 0, "failed": 0, "output": str(config.output) if config.output else None}
+        summary = {
+            "items": len(items),
+            "skipped_done": skipped,
+            "failed_before": failed_before,
+            "answered": 0,
+            "failed": 0,
+            "output": str(config.output) if config.output else None,
+        }
         if not todo:
             return {**summary, "seconds": 0.0, "model": None}
         started = time.perf_counter()
@@ -119,8 +126,10 @@ def run(config: AskConfig, model=None) -> dict[str, Any]:
                 answer_all(model, todo, config, settings, stamp, writer)
         except KeyboardInterrupt:
             if journal is not None:
-                warn(f"interrupted: {summary['answered'] + summary['failed']} new records are safe in {journal.path}; "
-                     "rerun the same command to answer the rest")
+                warn(
+                    f"interrupted: {summary['answered'] + summary['failed']} new records are safe in {journal.path}; "
+                    "rerun the same command to answer the rest"
+                )
             raise
         summary.update(seconds=round(time.perf_counter() - started, 3), model=spec)
         return summary
@@ -139,8 +148,10 @@ def collect_items(config: AskConfig) -> list[Item]:
         items += read_manifest(config.manifest, questions)
     if config.inputs:
         if not questions:
-            raise ConfigError("no question: put it after the audio files (musilingo ask song.wav \"What genre?\"), "
-                              "or pass -q QUESTION or --caption")
+            raise ConfigError(
+                'no question: put it after the audio files (musilingo ask song.wav "What genre?"), '
+                "or pass -q QUESTION or --caption"
+            )
         items += items_for(expand_paths(config.inputs), questions)
     if not items:
         raise ConfigError("nothing to answer: give audio files, directories or globs, or --manifest FILE")
@@ -170,18 +181,26 @@ def resolve_config(config: AskConfig) -> AskConfig:
     if on_cuda and not torch.cuda.is_available():
         raise ConfigError(f"--device {device}: CUDA is not available in this torch build/machine; use --device cpu")
     dtype = config.dtype or ("bf16" if on_cuda else "fp32")
-    for name, value in (("--batch-size", config.batch_size), ("--encoder-batch-size", config.encoder_batch_size),
-                        ("--workers", config.workers), ("--max-new-tokens", config.max_new_tokens)):
+    for name, value in (
+        ("--batch-size", config.batch_size),
+        ("--encoder-batch-size", config.encoder_batch_size),
+        ("--workers", config.workers),
+        ("--max-new-tokens", config.max_new_tokens),
+    ):
         if value is not None and value < 1:
             raise ConfigError(f"{name} must be at least 1, not {value}")
     if config.chunk_seconds <= 0 or (config.max_seconds is not None and config.max_seconds <= 0):
         raise ConfigError("--chunk-seconds and --max-seconds must be positive numbers of seconds")
     return dataclasses.replace(
-        config, device=device, dtype=dtype, encoder_dtype=config.encoder_dtype or dtype,
+        config,
+        device=device,
+        dtype=dtype,
+        encoder_dtype=config.encoder_dtype or dtype,
         batch_size=config.batch_size or (128 if on_cuda else 8),
         encoder_batch_size=config.encoder_batch_size or (16 if on_cuda else 8),
         workers=config.workers or min(8, os.cpu_count() or 1),
-        compile=on_cuda if config.compile is None else config.compile)
+        compile=on_cuda if config.compile is None else config.compile,
+    )
 
 
 def load_for(config: AskConfig):
@@ -190,8 +209,15 @@ def load_for(config: AskConfig):
     from musilingo_cli.model.loader import load_model
 
     _seed(config.seed)  # a fresh adapter (no --model) is initialised from --seed: identical runs agree
-    model = load_model(config.model, encoder=config.encoder, llm=config.llm, device=config.device,
-                       dtype=config.dtype, encoder_dtype=config.encoder_dtype, quantize=config.quantize)
+    model = load_model(
+        config.model,
+        encoder=config.encoder,
+        llm=config.llm,
+        device=config.device,
+        dtype=config.dtype,
+        encoder_dtype=config.encoder_dtype,
+        quantize=config.quantize,
+    )
     if model.encoder is None:
         raise ConfigError("this model has no audio encoder; pass --encoder")
     return model
@@ -220,8 +246,10 @@ def _pending(items: list[Item], journal: Journal | None, retry_errors: bool) -> 
 def _warn_other_model(journal: Journal | None, spec: str) -> None:
     others = sorted({r.get("model") for r in journal.records} - {spec}) if journal else []
     if others:
-        warn(f"{journal.path} already holds answers from {', '.join(map(str, others))}; they are kept and "
-             f"skipped, new answers come from {spec} (use another -o file to keep runs apart)")
+        warn(
+            f"{journal.path} already holds answers from {', '.join(map(str, others))}; they are kept and "
+            f"skipped, new answers come from {spec} (use another -o file to keep runs apart)"
+        )
 
 
 # --- the pipeline -----------------------------------------------------------------------------
@@ -242,8 +270,9 @@ class Writer:
         if record["error"]:
             self.summary["failed"] += 1
             if announce:
-                stderr.print(f"musilingo: {record['audio']}: {record['error']}", markup=False, highlight=False,
-                             soft_wrap=True)
+                stderr.print(
+                    f"musilingo: {record['audio']}: {record['error']}", markup=False, highlight=False, soft_wrap=True
+                )
         else:
             self.summary["answered"] += 1
         if self.on_record is not None:

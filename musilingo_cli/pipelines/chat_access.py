@@ -78,7 +78,8 @@ def read_api_key(key_file: str | Path | None = None) -> str | None:
         raise ChatAPIError(f"--api-key-file {key_file}: cannot read it ({err.strerror})") from None
     if mode & (stat.S_IRGRP | stat.S_IROTH):
         warn(
-            f"--api-key-file {key_file} is readable by other users (mode {stat.S_IMODE(mode):o}); run: chmod 600 {key_file}"
+            f"--api-key-file {key_file} is readable by other users (mode {stat.S_IMODE(mode):o}); "
+            f"run: chmod 600 {key_file}"
         )
     if not key or not key[0].strip():
         raise ChatAPIError(f"--api-key-file {key_file}: the file is empty; put the key on its first line")

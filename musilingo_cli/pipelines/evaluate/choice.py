@@ -29,8 +29,8 @@ from musilingo_cli.pipelines.evaluate.choice_data import (
     read_records,
     write_choice_manifest,
 )
-from musilingo_cli.pipelines.evaluate.judge import judge_choices
 from musilingo_cli.pipelines.evaluate.config import SHOWN, EvalConfig
+from musilingo_cli.pipelines.evaluate.judge import judge_choices
 
 # Where benchmark files keep outputs: MuChoMusic/MMAU examples `model_output`, MMAU's evaluation.py
 # `model_prediction`, MMAR's `answer_prediction`; used when --prediction-field names a benchmark field.
@@ -157,7 +157,8 @@ def _outputs_for(path: Path, split: str, data_items, data_ids: set[str], predict
         return items, outputs, []
     if data_items is None:
         raise ConfigError(
-            f"{path} is not a {benchmark} file with outputs; pass the benchmark file as --data to join its answers by id"
+            f"{path} is not a {benchmark} file with outputs; "
+            "pass the benchmark file as --data to join its answers by id"
         )
     by_id: dict[str, dict[str, Any]] = {}
     for number, record in enumerate(records, 1):

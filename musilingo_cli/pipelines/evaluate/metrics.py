@@ -27,35 +27,54 @@ from musilingo_cli.pipelines.evaluate.cider import cider_d
 
 PROFILES = ("standard", "musilingo-paper")
 METRIC_KEYS = (
-    "bleu1", "bleu2", "bleu3", "bleu4", "bleu_mean", "meteor", "rouge_l",
-    "bertscore_precision", "bertscore_recall", "bertscore_f1", "cider_d",
+    "bleu1",
+    "bleu2",
+    "bleu3",
+    "bleu4",
+    "bleu_mean",
+    "meteor",
+    "rouge_l",
+    "bertscore_precision",
+    "bertscore_recall",
+    "bertscore_f1",
+    "cider_d",
 )
 
 # Row labels per profile: the metric's name says which definition produced it.
 LABELS = {
     "standard": {
-        "bleu1": "BLEU-1 (corpus, 13a)", "bleu2": "BLEU-2 (corpus, 13a)",
-        "bleu3": "BLEU-3 (corpus, 13a)", "bleu4": "BLEU-4 (corpus, 13a)",
-        "bleu_mean": "mean(BLEU-1..4)", "meteor": "METEOR (NLTK, word_tokenize)",
-        "rouge_l": "ROUGE-L F1 (no stem)", "bertscore_precision": "BERTScore P",
-        "bertscore_recall": "BERTScore R", "bertscore_f1": "BERTScore F1",
+        "bleu1": "BLEU-1 (corpus, 13a)",
+        "bleu2": "BLEU-2 (corpus, 13a)",
+        "bleu3": "BLEU-3 (corpus, 13a)",
+        "bleu4": "BLEU-4 (corpus, 13a)",
+        "bleu_mean": "mean(BLEU-1..4)",
+        "meteor": "METEOR (NLTK, word_tokenize)",
+        "rouge_l": "ROUGE-L F1 (no stem)",
+        "bertscore_precision": "BERTScore P",
+        "bertscore_recall": "BERTScore R",
+        "bertscore_f1": "BERTScore F1",
         "cider_d": "CIDEr-D (pycocoevalcap, 0-10)",
     },
     "musilingo-paper": {
-        "bleu1": "BLEU-1 (not in qa.py)", "bleu2": "BLEU-2 (not in qa.py)",
-        "bleu3": "BLEU-3 (not in qa.py)", "bleu4": "BLEU-4 (qa.py: char 4-gram only)",
-        "bleu_mean": "B-U (qa.py: char sentence BLEU)", "meteor": "M-R (METEOR, wordpunct)",
-        "rouge_l": "R-L (ROUGE-L recall, stem)", "bertscore_precision": "BERTScore P",
-        "bertscore_recall": "BERT-S (BERTScore recall)", "bertscore_f1": "BERTScore F1",
+        "bleu1": "BLEU-1 (not in qa.py)",
+        "bleu2": "BLEU-2 (not in qa.py)",
+        "bleu3": "BLEU-3 (not in qa.py)",
+        "bleu4": "BLEU-4 (qa.py: char 4-gram only)",
+        "bleu_mean": "B-U (qa.py: char sentence BLEU)",
+        "meteor": "M-R (METEOR, wordpunct)",
+        "rouge_l": "R-L (ROUGE-L recall, stem)",
+        "bertscore_precision": "BERTScore P",
+        "bertscore_recall": "BERT-S (BERTScore recall)",
+        "bertscore_f1": "BERTScore F1",
         "cider_d": "CIDEr-D (not in qa.py)",
     },
 }
 DESCRIPTIONS = {
     "standard": "standard: corpus BLEU (sacrebleu 13a, no smoothing), METEOR on word_tokenize, "
-                "ROUGE-L F1 without stemmer, BERTScore F1; comparable with LP-MusicCaps",
+    "ROUGE-L F1 without stemmer, BERTScore F1; comparable with LP-MusicCaps",
     "musilingo-paper": "musilingo-paper: replicates MusiLingo's qa.py (character-level sentence BLEU, "
-                       "METEOR on wordpunct, ROUGE-L recall with stemmer, BERTScore recall); "
-                       "comparable only with numbers computed by that code",
+    "METEOR on wordpunct, ROUGE-L recall with stemmer, BERTScore recall); "
+    "comparable only with numbers computed by that code",
 }
 
 
@@ -174,8 +193,12 @@ def _scorer(spec: BertScoreSpec):  # -> (BERTScorer, whether the prefix-space fi
         raise BertScoreUnavailable(f"{spec.model} is not a local model directory")
     try:
         scorer = bert_score.BERTScorer(
-            model_type=spec.model, num_layers=spec.layers(), idf=False, rescale_with_baseline=False,
-            batch_size=spec.batch_size, device=spec.device,
+            model_type=spec.model,
+            num_layers=spec.layers(),
+            idf=False,
+            rescale_with_baseline=False,
+            batch_size=spec.batch_size,
+            device=spec.device,
         )
         fixed = isinstance(scorer._tokenizer, (RobertaTokenizer, GPT2Tokenizer))
         if fixed:
@@ -186,7 +209,9 @@ def _scorer(spec: BertScoreSpec):  # -> (BERTScorer, whether the prefix-space fi
     return scorer, fixed
 
 
-def bertscore(predictions: list[str], references: list[str], spec: BertScoreSpec) -> tuple[list[float], list[float], list[float], str]:
+def bertscore(
+    predictions: list[str], references: list[str], spec: BertScoreSpec
+) -> tuple[list[float], list[float], list[float], str]:
     """BERTScore P, R, F1 per item (no idf, no rescaling) and bert_score's hash.
 
     Empty candidates score 0, as bert_score itself sets them; they are not sent to the model
@@ -355,7 +380,9 @@ def descriptive_stats(predictions: list[str], train_captions: list[str] | None =
         "type_token_ratio": len(vocab) / len(words) if words else None,
         "length_mean": statistics.fmean(lengths) if lengths else None,
         "length_std": statistics.pstdev(lengths) if lengths else None,
-        "vocab_diversity": None, "novel_vocab": None, "novel_captions": None,
+        "vocab_diversity": None,
+        "novel_vocab": None,
+        "novel_captions": None,
     }
     if train_captions is not None:
         train_words = {w for t in train_captions for w in _lp_tokens(t)}

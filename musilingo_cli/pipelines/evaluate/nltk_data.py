@@ -27,24 +27,69 @@ BUNDLED_NLTK_DATA = Path(__file__).resolve().parents[2] / "resources" / "nltk_da
 
 # The files NLTK's WordNetCorpusReader opens (besides lexnames, which we write).
 WORDNET_FILES = (
-    "adj.exc", "adv.exc", "noun.exc", "verb.exc", "cntlist.rev",
-    "data.adj", "data.adv", "data.noun", "data.verb",
-    "index.adj", "index.adv", "index.noun", "index.verb",
+    "adj.exc",
+    "adv.exc",
+    "noun.exc",
+    "verb.exc",
+    "cntlist.rev",
+    "data.adj",
+    "data.adv",
+    "data.noun",
+    "data.verb",
+    "index.adj",
+    "index.adv",
+    "index.noun",
+    "index.verb",
 )
 
 # WordNet 3.0's `lexnames`: lexicographer file number, name, syntactic category.
 # Debian's wordnet-base does not ship it; NLTK reads it to build Synset.lexname().
 LEXNAMES = (
-    "adj.all 3", "adj.pert 3", "adv.all 4", "noun.Tops 1", "noun.act 1", "noun.animal 1",
-    "noun.artifact 1", "noun.attribute 1", "noun.body 1", "noun.cognition 1",
-    "noun.communication 1", "noun.event 1", "noun.feeling 1", "noun.food 1", "noun.group 1",
-    "noun.location 1", "noun.motive 1", "noun.object 1", "noun.person 1", "noun.phenomenon 1",
-    "noun.plant 1", "noun.possession 1", "noun.process 1", "noun.quantity 1", "noun.relation 1",
-    "noun.shape 1", "noun.state 1", "noun.substance 1", "noun.time 1", "verb.body 2",
-    "verb.change 2", "verb.cognition 2", "verb.communication 2", "verb.competition 2",
-    "verb.consumption 2", "verb.contact 2", "verb.creation 2", "verb.emotion 2", "verb.motion 2",
-    "verb.perception 2", "verb.possession 2", "verb.social 2", "verb.stative 2",
-    "verb.weather 2", "adj.ppl 3",
+    "adj.all 3",
+    "adj.pert 3",
+    "adv.all 4",
+    "noun.Tops 1",
+    "noun.act 1",
+    "noun.animal 1",
+    "noun.artifact 1",
+    "noun.attribute 1",
+    "noun.body 1",
+    "noun.cognition 1",
+    "noun.communication 1",
+    "noun.event 1",
+    "noun.feeling 1",
+    "noun.food 1",
+    "noun.group 1",
+    "noun.location 1",
+    "noun.motive 1",
+    "noun.object 1",
+    "noun.person 1",
+    "noun.phenomenon 1",
+    "noun.plant 1",
+    "noun.possession 1",
+    "noun.process 1",
+    "noun.quantity 1",
+    "noun.relation 1",
+    "noun.shape 1",
+    "noun.state 1",
+    "noun.substance 1",
+    "noun.time 1",
+    "verb.body 2",
+    "verb.change 2",
+    "verb.cognition 2",
+    "verb.communication 2",
+    "verb.competition 2",
+    "verb.consumption 2",
+    "verb.contact 2",
+    "verb.creation 2",
+    "verb.emotion 2",
+    "verb.motion 2",
+    "verb.perception 2",
+    "verb.possession 2",
+    "verb.social 2",
+    "verb.stative 2",
+    "verb.weather 2",
+    "adj.ppl 3",
 )
 
 HOW_TO_PROVIDE = (
@@ -58,8 +103,9 @@ _punkt_source: str | None = None
 
 def lexnames_text() -> str:
     """The 45-line WordNet 3.0 `lexnames` file, tab-separated, as NLTK expects it."""
-    rows = (f"{number:02d}\t{name}\t{category}" for number, (name, category) in
-            enumerate(line.split() for line in LEXNAMES))
+    rows = (
+        f"{number:02d}\t{name}\t{category}" for number, (name, category) in enumerate(line.split() for line in LEXNAMES)
+    )
     return "\n".join(rows) + "\n"
 
 
@@ -82,7 +128,7 @@ def _parse_data_file(path: Path) -> dict[str, tuple[str, str, list[tuple[str, st
         offset, lex_filenum, ss_type, w_cnt = fields[0], fields[1], fields[2], int(fields[3], 16)
         words = [(_SYNTAX_MARKER.sub("", fields[4 + 2 * i]).lower(), fields[5 + 2 * i]) for i in range(w_cnt)]
         p_at = 4 + 2 * w_cnt
-        pointers = [fields[p_at + 1 + 4 * i: p_at + 5 + 4 * i] for i in range(int(fields[p_at]))]
+        pointers = [fields[p_at + 1 + 4 * i : p_at + 5 + 4 * i] for i in range(int(fields[p_at]))]
         head = next((ptr[1] for ptr in pointers if ptr[0] == "&"), None) if ss_type == "s" else None
         synsets[offset] = (ss_type, lex_filenum, words, head)
     return synsets
@@ -95,7 +141,7 @@ def _sense_numbers(path: Path) -> dict[tuple[str, str], int]:
         if line.startswith("  "):
             continue
         fields = line.split()
-        offsets = fields[-int(fields[2]):]
+        offsets = fields[-int(fields[2]) :]
         for number, offset in enumerate(offsets, start=1):
             numbers[(fields[0], offset)] = number
     return numbers
@@ -156,7 +202,9 @@ def build_wordnet_from_debian(cache_root: Path, source: Path = DEBIAN_WORDNET) -
         shutil.copyfile(source / "index.sense", staging / "index.sense")
     else:
         (staging / "index.sense").write_text(index_sense_text(source), encoding="utf-8", errors="surrogateescape")
-    (staging / "SOURCE").write_text(f"copied from {source} by musilingo; lexnames (and index.sense if absent) generated\n")
+    (staging / "SOURCE").write_text(
+        f"copied from {source} by musilingo; lexnames (and index.sense if absent) generated\n"
+    )
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     return target

@@ -13,8 +13,9 @@ from __future__ import annotations
 import math
 
 
-def warmup_cosine_lr(step: int, init_lr: float, min_lr: float, warmup_lr: float, warmup_steps: int,
-                     total_steps: int) -> float:
+def warmup_cosine_lr(
+    step: int, init_lr: float, min_lr: float, warmup_lr: float, warmup_steps: int, total_steps: int
+) -> float:
     """The rate for optimizer step `step` (0-based: the rate used by the step's update)."""
     if step < warmup_steps:
         return warmup_lr + (init_lr - warmup_lr) * step / warmup_steps

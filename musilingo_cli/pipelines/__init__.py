@@ -1,3 +1,4 @@
 """One pipeline per subcommand, each a config dataclass plus `run(config) -> result`:
-ask, train/, make_mi/, evaluate/. `chat_api` is the OpenAI-compatible client make-mi uses, with
-`chat_access` (URLs and keys, shown safely) and `chat_parsing` (reading replies)."""
+ask (with answering: the encoder thread and generation windows), train/, make_mi/, evaluate/,
+chat, serve/, export. chat_api (with chat_access, chat_parsing) is the OpenAI-compatible client
+that make-mi and eval's judge use."""

@@ -159,7 +159,8 @@ def command(
     in_order = InputOrder(_printer(as_json, single, quiet=output is not None))
     config.on_record = in_order
     in_order.expect([item.id for item in collect_items(config)])
-    go_offline_if_unreachable([model, encoder, llm] if model or not (encoder and llm) else [encoder, llm])
+    # only what names a model can need the hub (nothing named: load_model says what to pass)
+    go_offline_if_unreachable([s for s in (model, encoder, llm) if s])
     with results_only_on_stdout():
         try:
             summary = run(config)

@@ -30,10 +30,15 @@ def resolve_dir(name_or_path: str, what: str, allow_patterns: list[str] | None =
         raise CheckpointError(missing_message(name_or_path, what, err)) from None
 
 
+_WENT_OFFLINE = "MUSILINGO_HUB_UNREACHABLE"  # set beside HF_HUB_OFFLINE when the probe found no hub
+
+
 def missing_message(repo_id: str, what: str, err: Exception) -> str:
     """One line: which weights are missing and how to get them."""
     offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
     how = f"`hf download {repo_id}` on a machine with internet, or pass a local directory"
+    if offline and os.environ.get(_WENT_OFFLINE):  # we set HF_HUB_OFFLINE ourselves: say why
+        return f"{what} {repo_id!r} is not in the Hugging Face cache and the hub cannot be reached; get it with {how}"
     if offline:
         return f"{what} {repo_id!r} is not in the Hugging Face cache and HF_HUB_OFFLINE is set; get it with {how}"
     reason = str(err).splitlines()[0] if str(err) else type(err).__name__
@@ -85,6 +90,7 @@ def go_offline_if_unreachable(specs: list[str | None], timeout: float = 3.0, ann
     if announce:
         warn(f"the Hugging Face hub cannot be reached ({reason}); going on offline with what is cached")
     os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ[_WENT_OFFLINE] = "1"
     constants = sys.modules.get("huggingface_hub.constants")
     if constants is not None:  # already imported: it read the variable at import time
         constants.HF_HUB_OFFLINE = True

@@ -61,6 +61,11 @@ def read_adapter(spec: str) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
             raise CheckpointError(f"{spec}: no such file")
         config = ModelConfig.for_stage("finetune", encoder=OFFICIAL_ENCODER, llm=OFFICIAL_LLM)
         return config, read_official_pth(spec)
+    if not Path(spec).expanduser().exists() and str(spec).count("/") != 1 and spec not in release.ALIASES:
+        raise CheckpointError(
+            f"{spec}: no such checkpoint folder or .pth file, and not an official release "
+            "(short, long, musicqa, or a hub id such as m-a-p/MusiLingo-short-v1)"
+        )
     # anything else can only be a release: opening it says precisely what is missing or wrong
     opened = release.open_release(spec)
     return release.release_config(opened), release.adapter_state(opened)

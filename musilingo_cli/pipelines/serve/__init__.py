@@ -110,7 +110,8 @@ def build(config: ServeConfig, model=None):
 
 
 def run(config: ServeConfig) -> None:
-    """Serve until interrupted."""
+    """Serve until interrupted. Raises ConfigError, before the model loads, when the port is taken."""
+    _check_port(config.host, config.port)
     app, server = build(config)
     import uvicorn  # present: build() checked the extra
 
@@ -125,3 +126,15 @@ def run(config: ServeConfig) -> None:
         uvicorn.run(app, host=config.host, port=config.port, log_level="warning", access_log=False)
     finally:
         server.close()
+
+
+def _check_port(host: str, port: int) -> None:
+    """One line now, rather than uvicorn's bind error after the model has loaded."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no conflict
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise ConfigError(f"cannot listen on {host}:{port} ({err.strerror}); pass another --port") from None

@@ -32,7 +32,10 @@ def test_readme_command_fails_offline_with_one_line(line, tmp_path):
     write_music(tmp_path / "song.wav", 2, 24000, seed=0)
     (tmp_path / "catalogue").mkdir()
     write_music(tmp_path / "catalogue" / "a.wav", 2, 24000, seed=1)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "MUSILINGO_DEBUG": ""}
+    # a new user's shell: none of the launcher variables an in-process training test leaves behind
+    dist = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    env = {k: v for k, v in os.environ.items() if k not in dist}
+    env.update({"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "MUSILINGO_DEBUG": ""})
     args = [str(MUSILINGO), *shlex.split(line)[1:]]
     done = subprocess.run(
         args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL

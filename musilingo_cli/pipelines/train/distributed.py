@@ -22,7 +22,9 @@ def setup_distributed() -> Dist:
 
     for name, default in (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0"), ("MASTER_ADDR", "127.0.0.1")):
         os.environ.setdefault(name, default)
-    os.environ.setdefault("MASTER_PORT", str(_free_port()) if os.environ["WORLD_SIZE"] == "1" else "29500")
+    if os.environ["WORLD_SIZE"] == "1":  # no peer to agree with: a free port, whatever an earlier run left set
+        os.environ["MASTER_PORT"] = str(_free_port())
+    os.environ.setdefault("MASTER_PORT", "29500")
     import deepspeed
     from deepspeed.accelerator import get_accelerator
 

@@ -42,7 +42,9 @@ def results_only_on_stdout() -> Iterator[None]:
     _results = sys.stdout
     stdout.file = _results
     try:
-        with _native_stderr_dropped() if _quiet_native else contextlib.nullcontext():
+        # fd 2 is only ours to silence when sys.stderr is the process's own (not a host's or pytest's capture)
+        drop = _quiet_native and sys.stderr is sys.__stderr__
+        with _native_stderr_dropped() if drop else contextlib.nullcontext():
             with contextlib.redirect_stdout(sys.stderr):
                 yield
     finally:

@@ -32,6 +32,22 @@ class Clip:
     seconds_used: float
 
 
+def min_samples(model) -> int:
+    """Fewest samples that give the encoder one frame (400 for MERT's convolutions); found by
+    bisection once per model and remembered (it runs the encoder's length arithmetic)."""
+    cached = model.__dict__.get("_min_samples")
+    if cached is None:
+        n = 1
+        while model.encoder.frames(n) < 1 and n < 1 << 20:
+            n *= 2
+        lo, hi = n // 2, n
+        while lo + 1 < hi:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if model.encoder.frames(mid) < 1 else (lo, mid)
+        cached = model.__dict__["_min_samples"] = hi
+    return cached
+
+
 def prepare_clip(
     path: str, sample_rate: int, chunk_seconds: float, max_seconds: float | None, min_samples: int = 400
 ) -> Clip:

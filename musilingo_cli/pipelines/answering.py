@@ -19,6 +19,7 @@ from musilingo_cli.data.batching import (
     encode_clips_safely,
     is_out_of_memory,
     length_batches,
+    min_samples,
     prepare_clip,
 )
 from musilingo_cli.data.inputs import Item
@@ -45,10 +46,10 @@ def answer_all(model, todo: list[Item], config, settings: GenerationSettings, st
     text = {q: text_positions(model, q) for q in {item.question for item in todo}}  # tokenizer: this thread only
     fit = _Fit(context_length(model.llm), text, settings.max_new_tokens, model)
     rate = model.encoder.sample_rate
-    min_samples = _min_samples(model)
+    shortest = min_samples(model)
 
     def load(source: str) -> Clip:
-        return prepare_clip(source, rate, config.chunk_seconds, config.max_seconds, min_samples)
+        return prepare_clip(source, rate, config.chunk_seconds, config.max_seconds, shortest)
 
     per_window = config.batch_size * WINDOW_BATCHES
     decoded = decode_ahead(
@@ -186,18 +187,6 @@ def _reason(err: BaseException, item: Item) -> str:
         if text.startswith(prefix + ": "):
             return text[len(prefix) + 2 :]
     return text[:300]
-
-
-def _min_samples(model) -> int:
-    """Fewest samples that give the encoder one frame (400 for MERT's convolutions)."""
-    n = 1
-    while model.encoder.frames(n) < 1 and n < 1 << 20:
-        n *= 2
-    lo, hi = n // 2, n
-    while lo + 1 < hi:
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if model.encoder.frames(mid) < 1 else (lo, mid)
-    return hi
 
 
 def _empty_cache(err: BaseException) -> None:

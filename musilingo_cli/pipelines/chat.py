@@ -29,7 +29,7 @@ from typing import Any, TextIO
 from musilingo_cli.core.console import stderr, warn
 from musilingo_cli.core.errors import AudioError, ConfigError, MusilingoError
 from musilingo_cli.core.journal import atomic_write_text
-from musilingo_cli.data.batching import encode_clips, prepare_clip
+from musilingo_cli.data.batching import encode_clips, min_samples, prepare_clip
 from musilingo_cli.model.config import AUDIO_HERE, AUDIO_SLOT
 from musilingo_cli.model.generation import GenerationSettings
 
@@ -167,22 +167,6 @@ def _oldest_exchange(messages: list[Message]) -> int | None:
         if not isinstance(m.content, Audio):
             return i
     return None
-
-
-def min_samples(model) -> int:
-    """Fewest samples that give the encoder one frame (400 for MERT's convolutions); found by
-    bisection once per model and remembered (it runs the encoder's length arithmetic)."""
-    cached = model.__dict__.get("_min_samples")
-    if cached is None:
-        n = 1
-        while model.encoder.frames(n) < 1 and n < 1 << 20:
-            n *= 2
-        lo, hi = n // 2, n
-        while lo + 1 < hi:
-            mid = (lo + hi) // 2
-            lo, hi = (mid, hi) if model.encoder.frames(mid) < 1 else (lo, mid)
-        cached = model.__dict__["_min_samples"] = hi
-    return cached
 
 
 def encode_file(

@@ -32,11 +32,11 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from musilingo_cli.core.errors import AudioError, ConfigError
-from musilingo_cli.data.batching import Clip, encode_clips, prepare_clip
+from musilingo_cli.data.batching import Clip, encode_clips, min_samples, prepare_clip
 from musilingo_cli.model.audio import duration_seconds
 from musilingo_cli.model.live_batch import Event, QueueFull
 from musilingo_cli.model.live_batch import Request as Job
-from musilingo_cli.pipelines.chat import Audio, Message, min_samples, render
+from musilingo_cli.pipelines.chat import Audio, Message, render
 from musilingo_cli.pipelines.serve import protocol
 from musilingo_cli.pipelines.serve.protocol import APIError, AudioPart, AudioSource, AudioURLPart, TextPart
 

@@ -155,6 +155,7 @@ def command(
         retry_errors=retry_errors,
         json_schema=json_schema,
         quantize=quantize,
+        launcher=True,
     )
     in_order = InputOrder(_printer(as_json, single, quiet=output is not None))
     config.on_record = in_order
@@ -243,13 +244,21 @@ def _print_summary(s: dict, single: bool) -> None:
     parts = [f"answered {s['answered']}", f"failed {s['failed']}"]
     if s["skipped_done"]:
         parts.append(f"skipped {s['skipped_done']} already in {s['output']}")
+    who = f"musilingo ask (rank {s['rank']} of {s['world']})" if s.get("world", 1) > 1 else "musilingo ask"
     stderr.print(
-        f"musilingo ask: {', '.join(parts)}" + (f" ({s['seconds']:.1f} s)" if s.get("seconds") else ""),
+        f"{who}: {', '.join(parts)}" + (f" ({s['seconds']:.1f} s)" if s.get("seconds") else ""),
         markup=False,
         highlight=False,
         soft_wrap=True,
     )
-    if s["output"]:
+    if s.get("merged") is not None:
+        stderr.print(
+            f"merged the part files: {s['merged']} records in {s['output']}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+    elif s["output"] and s.get("rank", 0) == 0:
         stderr.print(f"records in {s['output']}", markup=False, highlight=False, soft_wrap=True)
     if s["failed"] or s["failed_before"]:
         warn(

@@ -54,7 +54,8 @@ def command(
         None,
         "-o",
         "--output",
-        help="JSONL file: one record per (file, question), written as each is done; rerunning resumes it.",
+        help="JSONL file: one record per (file, question), written as each is done; rerunning resumes it. Under "
+        "torchrun each rank writes FILE.part-RANK-of-WORLD, merged into FILE at the end.",
     ),
     as_json: bool = typer.Option(
         False, "--json", help="Print each record as one JSON line on stdout (same as --format json)."

@@ -112,7 +112,8 @@ def run(config: AskConfig, model=None) -> dict[str, Any]:
     items = collect_items(config)
     if config.output is None and shard.world > 1:
         raise ConfigError("several ranks need an output file to share: pass -o FILE.jsonl (each rank writes a part)")
-    sharded = config.output is not None and (shard.launched or bool(part_files(config.output)))
+    # one rank alone (no launcher, or torchrun with one process) is a plain run unless part files are left
+    sharded = config.output is not None and (shard.world > 1 or bool(part_files(config.output)))
     parts = Parts(config.output, shard, config.device) if sharded else None
     try:
         mine = parts.own(items) if parts else items

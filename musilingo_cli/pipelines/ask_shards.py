@@ -10,8 +10,9 @@
 Part files are `out.jsonl.part-RRRRR-of-WWWWW` (rank, world size, five digits) next to the output.
 Ownership depends only on the item's id and the world size, never on positions, so ranks never
 share an item, and a rerun with any other number of ranks reads every part file left by a crash,
-answers only what none of them holds, and merges them all. A plain `musilingo ask` (no launcher)
-on an output with part files beside it does the same as one rank. torch.distributed is used for
+answers only what none of them holds, and merges them all. One rank alone (a plain `musilingo ask`,
+or torchrun with one process) writes the output directly, as ask always did, unless part files lie
+beside it: then it is rank 0 of 1 and merges them. torch.distributed is used for
 the two barriers only: gloo on CPU, NCCL on GPUs (each rank on cuda:LOCAL_RANK).
 """
 

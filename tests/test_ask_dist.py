@@ -92,6 +92,7 @@ def _command(setup, out: Path, ranks: int) -> list[str]:
         "1",
         "-o",
         str(out),
+        "--json",
     ]
 
 
@@ -133,6 +134,8 @@ def test_two_ranks_answer_each_item_once_and_merge_equal_to_one_process(setup, t
     merged = read_jsonl(out)
     assert [r["id"] for r in merged] == setup["order"]  # input order, each id once
     assert all(r["error"] is None for r in merged)
+    printed = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]  # --json: each rank's
+    assert sorted(r["id"] for r in printed) == sorted(setup["order"])
     assert _answers(merged) == _answers(setup["reference"])  # greedy: the same answers as one process
     assert part_files(out) == [] and not list(tmp_path.glob("*.part-*"))  # part files and their locks removed
 

@@ -124,7 +124,7 @@ def command(
     # imported here, not at the top: keeps `musilingo --help` and option errors fast (torch)
     from musilingo_cli.core.console import results_only_on_stdout
     from musilingo_cli.model.hub import go_offline_if_unreachable
-    from musilingo_cli.pipelines.ask import AskConfig, collect_items, run
+    from musilingo_cli.pipelines.ask import AskConfig, own_items, run
 
     if json_schema and not (question or caption or manifest) and args and Path(args[-1]).exists():
         from musilingo_cli.model.structured import BUILTIN, builtin_prompt  # lazy: as the pipeline import above
@@ -160,7 +160,7 @@ def command(
     )
     in_order = InputOrder(_printer(as_json, single, quiet=output is not None))
     config.on_record = in_order
-    in_order.expect([item.id for item in collect_items(config)])
+    in_order.expect([item.id for item in own_items(config)])  # under torchrun: this rank's
     # only what names a model can need the hub (nothing named: load_model says what to pass)
     go_offline_if_unreachable([s for s in (model, encoder, llm) if s])
     with results_only_on_stdout():

@@ -36,7 +36,7 @@ from musilingo_cli.model.config import CAPTION_INSTRUCTION
 from musilingo_cli.model.generation import GenerationSettings
 from musilingo_cli.model.structured import read_schema
 from musilingo_cli.pipelines.answering import answer_all
-from musilingo_cli.pipelines.ask_shards import Parts, Shard, device_for, latest_records, part_files
+from musilingo_cli.pipelines.ask_shards import Parts, Shard, device_for, latest_records, owner, part_files
 
 
 @dataclass
@@ -189,6 +189,13 @@ def collect_items(config: AskConfig) -> list[Item]:
         raise ConfigError("nothing to answer: give audio files, directories or globs, or --manifest FILE")
     seen: set[str] = set()
     return [i for i in items if not (i.id in seen or seen.add(i.id))]
+
+
+def own_items(config: AskConfig) -> list[Item]:
+    """The items this process answers: all of them, or under torchrun (`config.launcher`) its rank's share."""
+    items = collect_items(config)
+    shard = Shard.from_env() if config.launcher else Shard()
+    return [i for i in items if owner(i.id, shard.world) == shard.rank] if shard.world > 1 else items
 
 
 def model_spec(config: AskConfig) -> str:

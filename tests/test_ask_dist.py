@@ -248,3 +248,28 @@ def test_owners_are_stable_and_disjoint_and_merge_keeps_other_records(tmp_path):
     assert merge(out, ["a", "b"]) == 3
     assert [r["id"] for r in read_jsonl(out)] == ["a", "b", "older"]
     assert part_files(out) == []
+
+
+def test_a_sharded_run_says_what_is_wrong_in_one_line(setup, tmp_path, monkeypatch):
+    """Several ranks without -o; an -o that is a folder; a second job on an output another one holds."""
+    from musilingo_cli.core.errors import ConfigError
+    from musilingo_cli.core.journal import hold_lock
+
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match="several ranks need an output file"):
+        run(_config(setup["root"], setup["audio"], None, launcher=True), model=setup["model"])
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    part_path(tmp_path / "folder", Shard(rank=0, world=2)).write_text("")
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(ConfigError, match="it is a folder"):
+        run(_config(setup["root"], setup["audio"], tmp_path / "folder", launcher=True), model=setup["model"])
+    out = tmp_path / "answers.jsonl"
+    part_path(out, Shard(rank=1, world=2)).write_text(json.dumps(setup["reference"][0]) + "\n")
+    held = hold_lock(out)  # another job writing this output
+    try:
+        with pytest.raises(ConfigError, match="another process is writing"):
+            run(_config(setup["root"], setup["audio"], out, launcher=True), model=setup["model"])
+    finally:
+        held.release()
+    assert len(read_jsonl(part_path(out, Shard(rank=1, world=2)))) == 1 and not out.exists()  # untouched

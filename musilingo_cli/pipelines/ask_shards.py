@@ -129,6 +129,16 @@ class Parts:
         self.path = part_path(self.output, shard)
         self._group = False
         self._lock = None
+        if self.output.is_dir():  # as Journal says it for a single process
+            raise ConfigError(
+                f"{self.output}: cannot write the output file here (it is a folder); choose another output file"
+            )
+        try:
+            self.output.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(
+                f"{self.output}: cannot write the output file here ({err.strerror or err}); choose another output file"
+            ) from None
         if shard.world > 1:
             self._start_group(device)
         if shard.rank == 0:

@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/bench_json.py                       # the tests' tiny Llama (vocab 400)
     .venv/bin/python benchmarks/bench_json.py --llm DIR             # any causal LM folder (e.g. SmolLM2-135M)
+    python benchmarks/bench_json.py --llm /tmp/bench-quantize/full/llm --schema tags --device cuda   # 7B shape
+                                                                    # (written by bench_quantize.py)
     python benchmarks/bench_json.py --llm DIR --device cuda         # on a GPU (CUDA-graph step)
 
 Our decoding loop (model/decoding.py) generates from random audio embeddings. The constrained run
@@ -29,7 +31,9 @@ import torch  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--llm", help="a causal LM folder (default: the tests' tiny Llama, tiny schema)")
-    parser.add_argument("--schema", help="a JSON Schema file (default: catalogue; tiny LLM: a space-free one)")
+    parser.add_argument(
+        "--schema", help="a JSON Schema file, catalogue, or tags (the tests' space-free one; default without --llm)"
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--repeats", type=int, default=3)
@@ -40,19 +44,19 @@ def main() -> None:
     from musilingo_cli.model.llm import load_llm, load_tokenizer
     from musilingo_cli.model.structured import JsonGrammar, read_schema
 
+    tmp = Path(tempfile.mkdtemp())
     if args.llm:
         llm_dir, schema_spec = args.llm, args.schema or "catalogue"
     else:
         from model_helpers import JSON_ALPHABET, make_llm
 
-        tmp = Path(tempfile.mkdtemp())
         llm_dir = str(make_llm(tmp / "llm", extra_alphabet=JSON_ALPHABET))
-        schema_spec = args.schema
-        if not schema_spec:
-            from test_structured import TAGS
+        schema_spec = args.schema or "tags"
+    if schema_spec == "tags":  # the tests' space-free schema: the tests' tokenizer spells it
+        from test_structured import TAGS
 
-            schema_spec = str(tmp / "tags.schema.json")
-            Path(schema_spec).write_text(json.dumps(TAGS))
+        schema_spec = str(tmp / "tags.schema.json")
+        Path(schema_spec).write_text(json.dumps(TAGS))
     dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
     llm, tok = load_llm(llm_dir, args.device, dtype), load_tokenizer(llm_dir)
     schema = read_schema(schema_spec)

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # One device run for every GPU benchmark (the lent GPU time is short): gpu tests, core, train, ask.
 # Usage on a GPU machine from the repo root:  bash benchmarks/gpu_suite.sh [gputest] [core] [train] [ask] [askjob]
-# (gputest: the `gpu`-marked tests, CUDA-graph decoding == eager; askjob: the ask job alone)
+#   [quantize] [json]
+# (gputest: the `gpu`-marked tests, CUDA-graph decoding == eager; askjob: the ask job alone; quantize: ask's peak
+#  memory, ms/token at batch 1 and clips/s at batch 64 for the 7B LLM in bf16 / 8bit / 4bit, about 8 minutes and
+#  15 GB of disk; json: ms/token with and without the JSON-schema constraint, tiny LLM and the 7B shape)
 set -u
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 if ls .whl/*.whl >/dev/null 2>&1; then  # wheels the GPU image lacks (soundfile, soxr, cffi)
@@ -18,5 +21,10 @@ for b in $want; do
     train) timeout 200 python3 benchmarks/bench_train.py --device cuda --full-size --quick --batches 8,32 2>&1 | tee "$OUT/bench_train.txt" ;;
     ask)   timeout 400 python3 benchmarks/bench_ask.py --device cuda --full-size 2>&1 | tee "$OUT/bench_ask.txt" ;;
     askjob) timeout 200 python3 benchmarks/bench_ask.py --device cuda --full-size --only-job --encoder-batch-size 64 2>&1 | tee "$OUT/bench_askjob.txt" ;;
+    quantize) timeout 590 python3 benchmarks/bench_quantize.py --device cuda 2>&1 | tee "$OUT/bench_quantize.txt" ;;
+    json)  { timeout 60 python3 benchmarks/bench_json.py --device cuda --batch 1 8 64
+             timeout 150 python3 benchmarks/bench_quantize.py --device cuda --prepare-only \
+               && timeout 200 python3 benchmarks/bench_json.py --device cuda --llm /tmp/bench-quantize/full/llm --schema tags --batch 1 8 64
+           } 2>&1 | tee "$OUT/bench_json.txt" ;;
   esac
 done

@@ -54,7 +54,8 @@ def command(
         None,
         "-o",
         "--output",
-        help="JSONL file: one record per (file, question), written as each is done; rerunning resumes it.",
+        help="JSONL file: one record per (file, question), written as each is done; rerunning resumes it. Under "
+        "torchrun each rank writes FILE.part-RANK-of-WORLD, merged into FILE at the end.",
     ),
     as_json: bool = typer.Option(
         False, "--json", help="Print each record as one JSON line on stdout (same as --format json)."
@@ -123,7 +124,7 @@ def command(
     # imported here, not at the top: keeps `musilingo --help` and option errors fast (torch)
     from musilingo_cli.core.console import results_only_on_stdout
     from musilingo_cli.model.hub import go_offline_if_unreachable
-    from musilingo_cli.pipelines.ask import AskConfig, collect_items, run
+    from musilingo_cli.pipelines.ask import AskConfig, own_items, run
 
     if json_schema and not (question or caption or manifest) and args and Path(args[-1]).exists():
         from musilingo_cli.model.structured import BUILTIN, builtin_prompt  # lazy: as the pipeline import above
@@ -155,10 +156,11 @@ def command(
         retry_errors=retry_errors,
         json_schema=json_schema,
         quantize=quantize,
+        launcher=True,
     )
     in_order = InputOrder(_printer(as_json, single, quiet=output is not None))
     config.on_record = in_order
-    in_order.expect([item.id for item in collect_items(config)])
+    in_order.expect([item.id for item in own_items(config)])  # under torchrun: this rank's
     # only what names a model can need the hub (nothing named: load_model says what to pass)
     go_offline_if_unreachable([s for s in (model, encoder, llm) if s])
     with results_only_on_stdout():
@@ -243,13 +245,21 @@ def _print_summary(s: dict, single: bool) -> None:
     parts = [f"answered {s['answered']}", f"failed {s['failed']}"]
     if s["skipped_done"]:
         parts.append(f"skipped {s['skipped_done']} already in {s['output']}")
+    who = f"musilingo ask (rank {s['rank']} of {s['world']})" if s.get("world", 1) > 1 else "musilingo ask"
     stderr.print(
-        f"musilingo ask: {', '.join(parts)}" + (f" ({s['seconds']:.1f} s)" if s.get("seconds") else ""),
+        f"{who}: {', '.join(parts)}" + (f" ({s['seconds']:.1f} s)" if s.get("seconds") else ""),
         markup=False,
         highlight=False,
         soft_wrap=True,
     )
-    if s["output"]:
+    if s.get("merged") is not None:
+        stderr.print(
+            f"merged the part files: {s['merged']} records in {s['output']}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+    elif s["output"] and s.get("rank", 0) == 0:
         stderr.print(f"records in {s['output']}", markup=False, highlight=False, soft_wrap=True)
     if s["failed"] or s["failed_before"]:
         warn(

@@ -94,6 +94,20 @@ def rewrite_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
+def hold_lock(path: str | Path) -> filelock.BaseFileLock:
+    """The exclusive lock of the file `path` (`filelock`, on PATH.lock), held until `.release()`.
+    Raises ConfigError (one line) when another process holds it: it is writing that file."""
+    lock = filelock.FileLock(f"{path}.lock", timeout=0)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        raise ConfigError(
+            f"{path}: another process is writing this file (it holds {path}.lock); "
+            "wait for it to finish or choose another output file"
+        ) from None
+    return lock
+
+
 class Journal:
     """An append-only JSONL file keyed by `key(record)`; `done` holds the keys already written.
 
@@ -115,15 +129,9 @@ class Journal:
                 raise IsADirectoryError(21, "is a directory")
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if lock:
-                self._lock = filelock.FileLock(f"{self.path}.lock", timeout=0)
-                self._lock.acquire()
+                self._lock = hold_lock(self.path)
             _truncate_torn_tail(self.path)
             self._file = self.path.open("a", encoding="utf-8")
-        except filelock.Timeout:
-            raise ConfigError(
-                f"{self.path}: another process is writing this file (it holds {self.path}.lock); "
-                "wait for it to finish or choose another output file"
-            ) from None
         except OSError as err:
             self.close()
             what = "it is a folder" if self.path.is_dir() else (err.strerror or str(err))

@@ -14,6 +14,8 @@ generation error, a prompt over the context) becomes that item's error record an
 on; an encoder out of memory retries the window in smaller pieces first. Ctrl-C stops at once.
 Records are written as soon as their generation batch finishes, so a crash or Ctrl-C loses nothing
 already answered; rerunning with the same output file answers only what is missing.
+Under torchrun each rank answers its own share of the items into a part file and rank 0 merges
+them at the end (pipelines/ask_shards.py); a rerun with any number of ranks resumes.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from musilingo_cli.model.config import CAPTION_INSTRUCTION
 from musilingo_cli.model.generation import GenerationSettings
 from musilingo_cli.model.structured import read_schema
 from musilingo_cli.pipelines.answering import answer_all
+from musilingo_cli.pipelines.ask_shards import Parts, Shard, device_for, latest_records, owner, part_files
 
 
 @dataclass
@@ -58,6 +61,10 @@ class AskConfig:
         on_record: called with each record as it is written (the CLI prints with it).
         generate_options: GenerationSettings overrides (library use, e.g. the benchmark's
             `min_new_tokens`).
+        json_schema / quantize: see the fields' comments.
+        launcher: under torchrun (RANK, WORLD_SIZE, LOCAL_RANK set), answer only this rank's share
+            into a part file beside `output` and merge the parts at the end (pipelines/ask_shards.py);
+            off for library callers (eval), on for the `ask` command.
     """
 
     inputs: list[str] = field(default_factory=list)
@@ -85,59 +92,84 @@ class AskConfig:
     generate_options: dict[str, Any] = field(default_factory=dict)
     json_schema: str | None = None  # a JSON Schema file or a bundled name (catalogue): answers follow it
     quantize: str | None = None  # 8bit | 4bit: the LLM through bitsandbytes (model/llm.py)
+    launcher: bool = False  # take RANK/WORLD_SIZE/LOCAL_RANK from torchrun and share the items (the CLI's ask)
 
 
 def run(config: AskConfig, model=None) -> dict[str, Any]:
     """Answer every (audio, question) item; return a summary (counts, output path, timing).
 
     `model` (a ready MusiLingo) skips loading what config.model/encoder/llm name; the device and
-    dtype settings then only pick defaults such as the batch size.
+    dtype settings then only pick defaults such as the batch size. With `config.launcher` under
+    torchrun (or beside part files a sharded run left) the items are shared out (ask_shards).
+    Raises ConfigError for a sharded run without an output file.
     """
-    config = resolve_config(config)
+    shard = Shard.from_env() if config.launcher else Shard()
+    config = resolve_config(dataclasses.replace(config, device=device_for(config.device, shard)))
     schema = read_schema(config.json_schema) if config.json_schema else None  # checked before any model loads
     settings = GenerationSettings.from_preset(
         config.preset, max_new_tokens=config.max_new_tokens, json_schema=schema, **config.generate_options
     )
     items = collect_items(config)
-    journal = Journal(config.output, key=lambda r: r["id"], lock=True) if config.output else None
+    if config.output is None and shard.world > 1:
+        raise ConfigError("several ranks need an output file to share: pass -o FILE.jsonl (each rank writes a part)")
+    # one rank alone (no launcher, or torchrun with one process) is a plain run unless part files are left
+    sharded = config.output is not None and (shard.world > 1 or bool(part_files(config.output)))
+    parts = Parts(config.output, shard, config.device) if sharded else None
     try:
-        todo, skipped, failed_before = _pending(items, journal, config.retry_errors)
-        summary = {
-            "items": len(items),
-            "skipped_done": skipped,
-            "failed_before": failed_before,
-            "answered": 0,
-            "failed": 0,
-            "output": str(config.output) if config.output else None,
-        }
-        if not todo:
-            return {**summary, "seconds": 0.0, "model": None}
-        started = time.perf_counter()
-        model = model if model is not None else load_for(config)
-        _seed(config.seed)
-        spec = model_spec(config)
-        _warn_other_model(journal, spec)
-        stamp = {"model": spec, "settings": settings.to_dict(), "seed": config.seed}
-        writer = Writer(journal, config.on_record, summary)
+        mine = parts.own(items) if parts else items
+        path = parts.path if parts else config.output
+        journal = Journal(path, key=lambda r: r["id"], lock=True) if path else None
+        earlier = parts.answered_elsewhere() if parts else []
         try:
-            with progress() as bar:
-                task = bar.add_task("ask", total=len(todo), status="")
-                writer.advance = lambda: bar.advance(task)
-                answer_all(model, todo, config, settings, stamp, writer)
-        except KeyboardInterrupt:
+            summary = _answer_items(config, model, settings, mine, journal, earlier)
+        finally:
             if journal is not None:
-                warn(
-                    f"interrupted: {summary['answered'] + summary['failed']} new records are safe in {journal.path}; "
-                    "rerun the same command to answer the rest"
-                )
-            raise
-        summary.update(seconds=round(time.perf_counter() - started, 3), model=spec)
+                journal.close()
+                if config.retry_errors and not parts:
+                    _compact(journal.path)
+        if parts:
+            summary.update(rank=shard.rank, world=shard.world, merged=parts.finish([i.id for i in items]))
         return summary
     finally:
+        if parts is not None:
+            parts.close()
+
+
+def _answer_items(config: AskConfig, model, settings, items: list[Item], journal, earlier: list[dict]) -> dict:
+    """Answer what `items` still lacks (not in `journal` nor in `earlier` records) into `journal`."""
+    records = earlier + (journal.records if journal is not None else [])
+    todo, skipped, failed_before = _pending(items, records if journal is not None else None, config.retry_errors)
+    summary = {
+        "items": len(items),
+        "skipped_done": skipped,
+        "failed_before": failed_before,
+        "answered": 0,
+        "failed": 0,
+        "output": str(config.output) if config.output else None,
+    }
+    if not todo:
+        return {**summary, "seconds": 0.0, "model": None}
+    started = time.perf_counter()
+    model = model if model is not None else load_for(config)
+    _seed(config.seed)
+    spec = model_spec(config)
+    _warn_other_model(records, config.output, spec)
+    stamp = {"model": spec, "settings": settings.to_dict(), "seed": config.seed}
+    writer = Writer(journal, config.on_record, summary)
+    try:
+        with progress() as bar:
+            task = bar.add_task("ask", total=len(todo), status="")
+            writer.advance = lambda: bar.advance(task)
+            answer_all(model, todo, config, settings, stamp, writer)
+    except KeyboardInterrupt:
         if journal is not None:
-            journal.close()
-            if config.retry_errors:
-                _compact(journal.path)
+            warn(
+                f"interrupted: {summary['answered'] + summary['failed']} new records are safe in {journal.path}; "
+                "rerun the same command to answer the rest"
+            )
+        raise
+    summary.update(seconds=round(time.perf_counter() - started, 3), model=spec)
+    return summary
 
 
 def collect_items(config: AskConfig) -> list[Item]:
@@ -157,6 +189,13 @@ def collect_items(config: AskConfig) -> list[Item]:
         raise ConfigError("nothing to answer: give audio files, directories or globs, or --manifest FILE")
     seen: set[str] = set()
     return [i for i in items if not (i.id in seen or seen.add(i.id))]
+
+
+def own_items(config: AskConfig) -> list[Item]:
+    """The items this process answers: all of them, or under torchrun (`config.launcher`) its rank's share."""
+    items = collect_items(config)
+    shard = Shard.from_env() if config.launcher else Shard()
+    return [i for i in items if owner(i.id, shard.world) == shard.rank] if shard.world > 1 else items
 
 
 def model_spec(config: AskConfig) -> str:
@@ -230,24 +269,25 @@ def _seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _pending(items: list[Item], journal: Journal | None, retry_errors: bool) -> tuple[list[Item], int, int]:
+def _pending(items: list[Item], records: list[dict] | None, retry_errors: bool) -> tuple[list[Item], int, int]:
     """(items still to answer, items skipped as done, how many of those are error records).
 
-    Done means recorded in the output file; with retry_errors an error record does not count."""
-    if journal is None:
+    Done means recorded (`records`: the output file's, and part files'); with retry_errors an error
+    record does not count. None: no output file, everything is to do."""
+    if records is None:
         return items, 0, 0
-    last = {r["id"]: r for r in journal.records}
+    last = latest_records(records)
     done = {k for k, r in last.items() if not (retry_errors and r.get("error"))}
     todo = [i for i in items if i.id not in done]
     failed_before = sum(1 for i in items if i.id in done and last[i.id].get("error"))
     return todo, len(items) - len(todo), failed_before
 
 
-def _warn_other_model(journal: Journal | None, spec: str) -> None:
-    others = sorted({r.get("model") for r in journal.records} - {spec}) if journal else []
+def _warn_other_model(records: list[dict], output: Path | None, spec: str) -> None:
+    others = sorted({r.get("model") for r in records} - {spec})
     if others:
         warn(
-            f"{journal.path} already holds answers from {', '.join(map(str, others))}; they are kept and "
+            f"{output} already holds answers from {', '.join(map(str, others))}; they are kept and "
             f"skipped, new answers come from {spec} (use another -o file to keep runs apart)"
         )
 

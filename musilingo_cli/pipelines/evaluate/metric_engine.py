@@ -25,44 +25,24 @@ import os
 import sys
 import warnings
 
+from musilingo_cli.pipelines.evaluate.cider import CiderD, cider_text
 from musilingo_cli.pipelines.evaluate.metric_kernels import (  # noqa: F401  (lcs_length, char_bleu: public here too)
     _CharGrams,
     _Stems,
+    _word_tokenize,
     _WordNet,
     char_bleu,
     lcs_length,
     rouge_l,
     synonym_names,
 )
-from musilingo_cli.pipelines.evaluate.nltk_data import ensure_punkt, wordnet_reader
+from musilingo_cli.pipelines.evaluate.nltk_data import wordnet_reader
 
 MIN_PARALLEL = 64  # fewer item pairs than this are scored in-process (a pool costs more than it saves)
 
 # Library imports stay inside functions: `musilingo --help` must not import nltk or sacrebleu.
 # Set in the parent before a pool forks; read by the workers (nothing large is pickled to them).
 _JOB: dict = {}
-
-
-def _word_tokenize():
-    """NLTK's `word_tokenize` (english, preserve_line=False) as its source defines it: punkt sentences,
-    then the Treebank tokenizer per sentence, with the Treebank step memoised per sentence (MusicCaps
-    captions repeat about one sentence in eight)."""
-    from nltk.tokenize import _treebank_word_tokenizer, sent_tokenize
-
-    ensure_punkt()
-    memo: dict[str, list[str]] = {}
-
-    def treebank(sentence: str) -> list[str]:
-        try:
-            return memo[sentence]
-        except KeyError:
-            value = memo[sentence] = _treebank_word_tokenizer.tokenize(sentence)
-            return value
-
-    def tokenize(text: str) -> list[str]:
-        return [token for sentence in sent_tokenize(text, "english") for token in treebank(sentence)]
-
-    return tokenize
 
 
 def _tokenizers(profile: str):
@@ -76,10 +56,13 @@ def _tokenizers(profile: str):
     return meteor_tok, scorer._tokenizer.tokenize
 
 
-def _tokenize_range(bounds: tuple[int, int]) -> list[tuple[list[str], list[str]]]:
-    """(METEOR tokens, ROUGE tokens) of strings[start:stop]."""
+def _tokenize_range(bounds: tuple[int, int]) -> list[tuple]:
+    """(METEOR tokens, ROUGE tokens[, CIDEr-D text for the standard profile]) of strings[start:stop]."""
     meteor_tok, rouge_tok = _tokenizers(_JOB["profile"])
-    return [(meteor_tok(text), rouge_tok(text)) for text in _JOB["items"][bounds[0] : bounds[1]]]
+    texts = _JOB["items"][bounds[0] : bounds[1]]
+    if _JOB["profile"] == "standard":  # cider_text tokenises the lower-cased text (punkt sees case)
+        return [(meteor_tok(text), rouge_tok(text), cider_text(text, meteor_tok)) for text in texts]
+    return [(meteor_tok(text), rouge_tok(text)) for text in texts]
 
 
 def _stems_range(bounds: tuple[int, int]) -> list[str]:
@@ -120,7 +103,7 @@ class _StemSets(dict):
 
 
 def _pairs_range(bounds: tuple[int, int]) -> list[tuple[float, ...]]:
-    """METEOR, ROUGE-L (and character BLEU for musilingo-paper) of pairs[start:stop]."""
+    """METEOR, ROUGE-L and CIDEr-D (standard) or character BLEU (musilingo-paper) of pairs[start:stop]."""
     from nltk.translate.meteor_score import meteor_score
 
     profile, tokens = _JOB["profile"], _JOB["tokens"]
@@ -132,12 +115,12 @@ def _pairs_range(bounds: tuple[int, int]) -> list[tuple[float, ...]]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # nltk warns on every zero n-gram overlap
         for prediction, reference in _JOB["items"][bounds[0] : bounds[1]]:
-            (p_meteor, p_rouge), (r_meteor, r_rouge) = tokens[prediction], tokens[reference]
+            (p_meteor, p_rouge, *p_cider), (r_meteor, r_rouge, *r_cider) = tokens[prediction], tokens[reference]
             wordnet.for_reference(stem_sets[reference])
             meteor = float(meteor_score([r_meteor], p_meteor, stemmer=stemmer, wordnet=wordnet))
             rouge = rouge_l(r_rouge, p_rouge, part)
             if profile == "standard":
-                out.append((meteor, rouge))
+                out.append((meteor, rouge, _JOB["cider"].item(p_cider[0], r_cider)))
             else:
                 out.append((meteor, rouge, *char_bleu(reference, prediction, grams)))
     return out
@@ -242,14 +225,16 @@ def _per_pair(
             bleu_parts = [_bleu_range((0, len(references)))] if standard else None
             wordnet_reader()
         tokens = dict(zip(strings, tokenized))
-        words = sorted({w.lower() for meteor_tokens, _ in tokens.values() for w in meteor_tokens})
+        # CIDEr-D's document frequencies: from the references, once for every row
+        cider = CiderD([[tokens[r][2]] for r in references]) if standard else None
+        words = sorted({w.lower() for meteor_tokens, *_ in tokens.values() for w in meteor_tokens})
         stems = dict(zip(words, _map(_stems_range, words, 1)))
         # METEOR's WordNet step looks up the stems of the hypothesis words (the stem step's leftovers)
         hyp_stems = sorted({stems[w.lower()] for row in rows for p in row for w in tokens[p][0]})
         looked_up = _map(_synonyms_range, hyp_stems, workers)
         synonyms = {word: names for word, names in zip(hyp_stems, looked_up) if names is not None}
         pairs = [(p, r) for row in rows for p, r in zip(row, references)]
-        values = _map(_pairs_range, pairs, workers, tokens=tokens, stems=stems, synonyms=synonyms)
+        values = _map(_pairs_range, pairs, workers, tokens=tokens, stems=stems, synonyms=synonyms, cider=cider)
         return values, (_bleu_from_stats(bleu_parts) if standard and references else None)
     finally:
         _JOB.clear()
@@ -265,7 +250,8 @@ def text_scores(
     """The profile's text metrics (no BERTScore) for each row of predictions against `references`.
 
     rows: lists of predictions, each aligned with `references` (e.g. [model answers, floor answers]).
-    Returns per row (corpus scores keyed like metrics.METRIC_KEYS, per-item score dicts). BLEU keys
+    Returns per row (corpus scores keyed like metrics.METRIC_KEYS, per-item score dicts; CIDEr-D
+    in the standard profile, as cider.cider_d computes it with one reference per item). BLEU keys
     are corpus values (standard) or item means (musilingo-paper), as metrics.score defines them.
     workers: processes for the per-item metrics (None: all cores; 1: in-process).
     """
@@ -280,7 +266,8 @@ def text_scores(
         scores: dict[str, float | None] = {}
         per_item: list[dict[str, float]] = []
         if profile == "standard":
-            per_item = [{"meteor": m, "rouge_l": r} for m, r in chunk]
+            per_item = [{"meteor": m, "rouge_l": r, "cider_d": c} for m, r, c in chunk]
+            scores["cider_d"] = CiderD.corpus([item["cider_d"] for item in per_item]) if per_item else None
             if bleus is not None:
                 for order, value in enumerate(bleus[index], start=1):
                     scores[f"bleu{order}"] = value

@@ -9,6 +9,30 @@ import math
 from collections import Counter
 from fractions import Fraction
 
+from musilingo_cli.pipelines.evaluate.nltk_data import ensure_punkt
+
+
+def _word_tokenize():
+    """NLTK's `word_tokenize` (english, preserve_line=False) as its source defines it: punkt sentences,
+    then the Treebank tokenizer per sentence, with the Treebank step memoised per sentence (MusicCaps
+    captions repeat about one sentence in eight)."""
+    from nltk.tokenize import _treebank_word_tokenizer, sent_tokenize
+
+    ensure_punkt()
+    memo: dict[str, list[str]] = {}
+
+    def treebank(sentence: str) -> list[str]:
+        try:
+            return memo[sentence]
+        except KeyError:
+            value = memo[sentence] = _treebank_word_tokenizer.tokenize(sentence)
+            return value
+
+    def tokenize(text: str) -> list[str]:
+        return [token for sentence in sent_tokenize(text, "english") for token in treebank(sentence)]
+
+    return tokenize
+
 
 class _Stems:
     """A stemmer for meteor_score: Porter stems looked up from a precomputed table (fallback: compute)."""

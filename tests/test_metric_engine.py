@@ -117,3 +117,26 @@ def test_cider_d_kernel_equals_pycocoevalcap_with_several_references():
     assert ours == values
     assert CiderD.corpus(ours) == corpus
     assert values[0] > 0 and values[2] == 0.0
+
+
+EDGE_TEXTS = [
+    "CANNOT stop. GONNA rock! Mr. Smith plays E.G. piano (solo)...",
+    "Don't STOP; it's LOUD 'n' CLEAR -- \"Quoted\" [Intro] {x} <y> 3,5 $3.88 ... end.",
+    "Ünïcode Café SONG: ÉTÉ.",
+    "WANNA dance? Gimme MORE'N that, gotta go.",
+]
+
+
+def test_lower_case_treebank_derivation_equals_nltk_word_tokenize():
+    from nltk.tokenize import word_tokenize
+
+    from musilingo_cli.pipelines.evaluate import metric_kernels
+
+    tokenize = _word_tokenize()
+    texts = CAPTIONS + EDGE_TEXTS
+    cased = [tokenize(t) for t in texts]  # fills the memo the lower-case forms are derived from
+    assert cased == [word_tokenize(t) for t in texts]
+    lowered = [t.lower() for t in texts]
+    assert [tokenize(t) for t in lowered] == [word_tokenize(t) for t in lowered]
+    # the lower-case sentence was derived from its cased form, never tokenised itself
+    assert "cannot stop." in metric_kernels._LOWERED and "cannot stop." not in metric_kernels._TREEBANK

@@ -11,7 +11,7 @@ which is the form `Cider.compute_score` expects.
 
 `CiderD` is the same arithmetic for several rows of predictions against the same references (the
 model's answers and the floor), with what is pure computed once: document frequencies, each distinct
-text's n-gram counts and TF-IDF vector, each log document frequency and each length penalty.
+text's n-gram counts and TF-IDF vector, each n-gram's IDF and each length penalty.
 tests/test_metric_engine.py checks it against `cider_d` float for float.
 """
 
@@ -78,6 +78,7 @@ class CiderD:
         self._counts: dict[str, dict] = {}
         self._vectors: dict[str, tuple] = {}
         self._logs: dict[float, object] = {}
+        self._idfs: dict[tuple, object] = {}
         self._penalties: dict[float, float] = {}
         self.document_frequency: dict[tuple, float] = defaultdict(float)
         for refs in references:  # compute_doc_freq
@@ -93,11 +94,15 @@ class CiderD:
             found = self._counts[text] = precook(text, self.n)
         return found
 
-    def _log_df(self, ngram: tuple):
-        frequency = max(1.0, self.document_frequency.get(ngram, 0.0))
-        found = self._logs.get(frequency)
+    def _idf(self, ngram: tuple):
+        """`self.ref_len - np.log(max(1.0, document_frequency[ngram]))`, as counts2vec computes it."""
+        found = self._idfs.get(ngram)
         if found is None:
-            found = self._logs[frequency] = self._np.log(frequency)
+            frequency = max(1.0, self.document_frequency.get(ngram, 0.0))
+            log_df = self._logs.get(frequency)
+            if log_df is None:
+                log_df = self._logs[frequency] = self._np.log(frequency)
+            found = self._idfs[ngram] = self.ref_len - log_df
         return found
 
     def _vector(self, text: str) -> tuple:
@@ -109,10 +114,9 @@ class CiderD:
         length = 0
         norm = [0.0 for _ in range(self.n)]
         for ngram, term_freq in self._cook(text).items():
-            df = self._log_df(ngram)
             k = len(ngram) - 1
-            vec[k][ngram] = float(term_freq) * (self.ref_len - df)
-            norm[k] += pow(vec[k][ngram], 2)
+            value = vec[k][ngram] = float(term_freq) * self._idf(ngram)
+            norm[k] += pow(value, 2)
             if k == 1:  # CiderScorer's `length` counts bigrams (its `n == 1` test on the 0-based order)
                 length += term_freq
         found = self._vectors[text] = (vec, [self._np.sqrt(x) for x in norm], length)

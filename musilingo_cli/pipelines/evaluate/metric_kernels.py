@@ -11,7 +11,6 @@ from fractions import Fraction
 
 from musilingo_cli.pipelines.evaluate.nltk_data import ensure_punkt
 
-
 _TREEBANK: dict[str, list[str]] = {}  # sentence -> its Treebank tokens (per process; pure)
 _LOWERED: dict[str, list[str]] = {}  # lower-case form of a sentence -> the lower-cased tokens of that sentence
 _MEMO_LIMIT = 200_000  # sentences kept per process before the memos start afresh

@@ -6,12 +6,15 @@ work removed. Numbers are identical to the plain loop, bit for bit (tests/test_m
   distinct string is tokenised once per worker, references once for all rows.
 - BLEU (standard): one sacrebleu corpus pass at order 4 per row; BLEU-1..3 come from the same
   n-gram counts through sacrebleu's own `BLEU.compute_bleu` (what `corpus_score` calls at order n).
+- CIDEr-D (standard): cider.CiderD, pycocoevalcap's arithmetic with the document frequencies
+  computed once for all rows and each text's vector once per worker.
 - METEOR: NLTK's `meteor_score` with Porter stems and WordNet synonyms looked up once per word
   (pure functions of the word; its WordNet step is shown only the synonyms present in the
   reference, the only ones it can match); WordNet is read without NLTK's WordNet-3.0-to-3.0 offset
   map for the multilingual OMW data, which English lookups never read (nltk_data.wordnet_reader).
-- ROUGE-L: rouge_score's tokenizer once per string; the LCS length by the bit-parallel algorithm,
-  then rouge_score's own precision/recall/F arithmetic (metric_kernels.rouge_l).
+- ROUGE-L: rouge_score's tokenizer once per string (its Porter stemmer memoised per word); the LCS
+  length by the bit-parallel algorithm, then rouge_score's own precision/recall/F arithmetic
+  (metric_kernels.rouge_l).
 - Character BLEU (musilingo-paper): NLTK's sentence BLEU arithmetic with both weight vectors at
   once and each string's character n-gram counts computed once (char_bleu).
 - Items are split across all cores with forked workers (the parent's loaded WordNet is shared).
@@ -28,6 +31,7 @@ import warnings
 from musilingo_cli.pipelines.evaluate.cider import CiderD, cider_text
 from musilingo_cli.pipelines.evaluate.metric_kernels import (  # noqa: F401  (lcs_length, char_bleu: public here too)
     _CharGrams,
+    _MemoStemmer,
     _Stems,
     _word_tokenize,
     _WordNet,
@@ -52,8 +56,14 @@ def _tokenizers(profile: str):
         meteor_tok = _word_tokenize()
     else:
         from nltk.tokenize import wordpunct_tokenize as meteor_tok
+    from rouge_score import tokenize as rouge_tokenize
+
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=profile != "standard")
-    return meteor_tok, scorer._tokenizer.tokenize
+    # what scorer._tokenizer.tokenize does (rouge_score.tokenizers.DefaultTokenizer), with its own Porter
+    # stemmer memoised per word (the same words recur in thousands of captions)
+    stemmer = scorer._tokenizer._stemmer
+    memo = _MemoStemmer(stemmer) if stemmer is not None else None
+    return meteor_tok, lambda text: rouge_tokenize.tokenize(text, memo)
 
 
 def _tokenize_range(bounds: tuple[int, int]) -> list[tuple]:

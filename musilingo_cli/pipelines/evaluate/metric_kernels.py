@@ -62,6 +62,20 @@ def _word_tokenize():
     return tokenize
 
 
+class _MemoStemmer:
+    """A stemmer's `stem` memoised per word (a pure function of the word), for rouge_score's tokenizer."""
+
+    def __init__(self, stemmer) -> None:
+        self._stem = stemmer.stem
+        self._memo: dict[str, str] = {}
+
+    def stem(self, word: str) -> str:
+        found = self._memo.get(word)
+        if found is None:
+            found = self._memo[word] = self._stem(word)
+        return found
+
+
 class _Stems:
     """A stemmer for meteor_score: Porter stems looked up from a precomputed table (fallback: compute)."""
 

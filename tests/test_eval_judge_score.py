@@ -119,7 +119,20 @@ def test_cli_judge_score_out_of_range_reply_is_counted_not_clipped(tmp_path, wor
     assert judge["unparseable"] == 2 and judge["scored"] == 0 and judge["mean"] is None
 
 
-@pytest.mark.parametrize("data", [{"score": 6}, {"score": -1}, {"score": 2.5}, {"score": True}, {"score": "3"}, [3]])
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"score": 6},
+        {"score": -1},
+        {"score": 2.5},
+        {"score": True},
+        {"score": "3"},
+        [3],
+        {"score": float("nan")},
+        {"score": float("inf")},
+        {},
+    ],
+)
 def test_validate_score_refuses_what_is_not_an_integer_0_to_5(data):
     with pytest.raises(UnparseableReply):
         judge_score.validate_score(data)

@@ -56,6 +56,7 @@ def validate_score(data: Any) -> None:
     if (
         isinstance(value, bool)
         or not isinstance(value, (int, float))
+        or not math.isfinite(value)
         or value != int(value)
         or int(value) not in SCORES
     ):

@@ -8,7 +8,8 @@ references (../shared/data/musiccaps-public.csv), as many pairs as the eval spli
 
 - plain: the official libraries called the plain way, model row only, no floor: sacrebleu
   `corpus_score` once per BLEU order (13a, no smoothing) or NLTK `sentence_bleu` on characters
-  twice per item, NLTK `meteor_score` per item, rouge_score `RougeScorer.score` per item.
+  twice per item, NLTK `meteor_score` per item, rouge_score `RougeScorer.score` per item, and
+  (standard profile) pycocoevalcap's `Cider().compute_score` on NLTK `word_tokenize` tokens.
 - ours: `metrics.score_rows` for the model row AND its floor (shuffled references), all cores.
 
 Each side runs in a fresh interpreter (each pays its own WordNet and punkt load). The script prints
@@ -78,6 +79,14 @@ def plain(profile: str, preds: list[str], refs: list[str]) -> dict[str, float]:
     out["meteor"] = math.fsum(meteor) / len(meteor)
     rouge = [float(getattr(scorer.score(r, p)["rougeL"], part)) for p, r in zip(preds, refs)]
     out["rouge_l"] = math.fsum(rouge) / len(rouge)
+    if profile == "standard":  # CIDEr-D: pycocoevalcap's Cider on the texts in cider.py's token form
+        from pycocoevalcap.cider.cider import Cider
+
+        from musilingo_cli.pipelines.evaluate.cider import cider_text
+
+        gts = {i: [cider_text(r, tokenize)] for i, r in enumerate(refs)}
+        res = {i: [cider_text(p, tokenize)] for i, p in enumerate(preds)}
+        out["cider_d"] = float(Cider().compute_score(gts, res)[0])
     return out
 
 

@@ -8,6 +8,8 @@
   answer marked "(unsure)" and a repeated question, so the filter has something to drop.
 - filter requests (a `<pairs>` JSON list) judge a pair unfaithful exactly when its answer
   contains NEGATIVE_MARKER; tests compute the expected drops from the journal's pairs.
+- eval's judge requests: multiple choice (`<options>`: judge_reply) and the 0-5 judge score
+  (`<candidate>`: score_reply).
 
 Faults (`Faults`) are drawn per request from a seeded RNG: 429 with Retry-After, 500, a hang
 past the client's timeout, a malformed JSON body, and a reply whose content is not JSON. The
@@ -138,6 +140,19 @@ def judge_reply(messages: list[dict]) -> dict:
     return {"choice": named[0] if len(named) == 1 else None}
 
 
+def score_reply(messages: list[dict]) -> dict:
+    """Judge score (0-5): how many distinct words of the candidate occur in the first reference, at most 5;
+    a candidate containing "(garbled)" gets a score that is not a number, "(out of range)" gets 7."""
+    user = next((m["content"] for m in messages if m.get("role") == "user"), "")
+    candidate = re.search(r"<candidate>\s*(.*?)\s*</candidate>", user, re.DOTALL).group(1)
+    first = re.search(r"<references>\s*1\. (.*?)$", user, re.M).group(1)
+    if "(garbled)" in candidate:
+        return {"score": "quite good"}
+    if "(out of range)" in candidate:
+        return {"score": 7}
+    return {"score": min(5, len(set(candidate.lower().split()) & set(first.lower().split())))}
+
+
 class ChatServer:
     """The server on 127.0.0.1, port chosen by the OS; `base_url` ends in /v1."""
 
@@ -264,7 +279,15 @@ def _handler(server: ChatServer):
             messages = request.get("messages", [])
             caption = caption_of(messages)
             user_text = next((m["content"] for m in messages if m.get("role") == "user"), "")
-            kind = "filter" if "<pairs>" in user_text else ("judge" if "<options>" in user_text else "generate")
+            kind = (
+                "filter"
+                if "<pairs>" in user_text
+                else "judge"
+                if "<options>" in user_text
+                else "score"
+                if "<candidate>" in user_text
+                else "generate"
+            )
             # The same messages twice = the same request twice (short and long differ in prompts).
             request_sha = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()[:12]
             entry = {
@@ -336,7 +359,7 @@ def _handler(server: ChatServer):
             if fault == "bad_body":
                 server._record(**entry, outcome="bad_body")
                 return self._send_raw(200, b'{"id": "chatcmpl-x", "choices": [{"message": {"content": "{\\"pa')
-            replies = {"generate": generation_reply, "filter": filter_reply, "judge": judge_reply}
+            replies = {"generate": generation_reply, "filter": filter_reply, "judge": judge_reply, "score": score_reply}
             reply = replies[kind](messages)
             content = "I am sorry, I cannot help with that." if fault == "not_json" else json.dumps(reply)
             limits = [n for n in (server.num_predict, request.get("max_tokens")) if n is not None]

@@ -9,6 +9,8 @@ import pytest
 from eval_helpers import wordnet  # noqa: F401  (fixture)
 
 from musilingo_cli.pipelines.evaluate import metric_engine, metrics
+from musilingo_cli.pipelines.evaluate.cider import CiderD, cider_d, cider_text
+from musilingo_cli.pipelines.evaluate.metric_kernels import _word_tokenize
 
 CAPTIONS = [
     row["caption"]
@@ -39,7 +41,8 @@ def _compute_plain(preds, refs, profile):
         bleu = {f"bleu{n}": metrics.corpus_bleu(preds, refs, n) for n in (1, 2, 3, 4)}
         meteor = metrics.meteor_scores(preds, refs, "word_tokenize")
         rouge = metrics.rouge_l_scores(preds, refs, stemmer=False, part="fmeasure")
-        return bleu, [{"meteor": m, "rouge_l": r} for m, r in zip(meteor, rouge)]
+        bleu["cider_d"], cider = cider_d(preds, [[r] for r in refs])  # pycocoevalcap's Cider().compute_score
+        return bleu, [{"meteor": m, "rouge_l": r, "cider_d": c} for m, r, c in zip(meteor, rouge, cider)]
     meteor = metrics.meteor_scores(preds, refs, "wordpunct")
     rouge = metrics.rouge_l_scores(preds, refs, stemmer=True, part="recall")
     items = [
@@ -99,3 +102,41 @@ def test_char_bleu_matches_nltk_on_edge_cases(reference, prediction):
         metrics.char_sentence_bleu(reference, prediction, (0.0, 0.0, 0.0, 1.0)),
     )
     assert metric_engine.char_bleu(reference, prediction, grams) == expected
+
+
+def test_cider_d_kernel_equals_pycocoevalcap_with_several_references():
+    # several references per item, repeated texts (memoised vectors), an empty hypothesis, case and punctuation
+    tokenize = _word_tokenize()
+    preds = [CAPTIONS[0], CAPTIONS[1].upper(), "", CAPTIONS[2], CAPTIONS[3]]
+    refs = [[CAPTIONS[0], CAPTIONS[4]], [CAPTIONS[1]], [CAPTIONS[5], CAPTIONS[6], CAPTIONS[7]], [CAPTIONS[2]], ["x"]]
+    corpus, values = cider_d(preds, refs)
+    kernel = CiderD([[cider_text(r, tokenize) for r in item] for item in refs])
+    ours = [
+        kernel.item(cider_text(p, tokenize), [cider_text(r, tokenize) for r in item]) for p, item in zip(preds, refs)
+    ]
+    assert ours == values
+    assert CiderD.corpus(ours) == corpus
+    assert values[0] > 0 and values[2] == 0.0
+
+
+EDGE_TEXTS = [
+    "CANNOT stop. GONNA rock! Mr. Smith plays E.G. piano (solo)...",
+    "Don't STOP; it's LOUD 'n' CLEAR -- \"Quoted\" [Intro] {x} <y> 3,5 $3.88 ... end.",
+    "Ünïcode Café SONG: ÉTÉ.",
+    "WANNA dance? Gimme MORE'N that, gotta go.",
+]
+
+
+def test_lower_case_treebank_derivation_equals_nltk_word_tokenize():
+    from nltk.tokenize import word_tokenize
+
+    from musilingo_cli.pipelines.evaluate import metric_kernels
+
+    tokenize = _word_tokenize()
+    texts = CAPTIONS + EDGE_TEXTS
+    cased = [tokenize(t) for t in texts]  # fills the memo the lower-case forms are derived from
+    assert cased == [word_tokenize(t) for t in texts]
+    lowered = [t.lower() for t in texts]
+    assert [tokenize(t) for t in lowered] == [word_tokenize(t) for t in lowered]
+    # the lower-case sentence was derived from its cased form, never tokenised itself
+    assert "cannot stop." in metric_kernels._LOWERED and "cannot stop." not in metric_kernels._TREEBANK

@@ -117,8 +117,9 @@ def command(
     judge_model: Optional[str] = typer.Option(
         None,
         "--judge-model",
-        help="Multiple choice: also let this LLM say which option each output names (reported beside the official "
-        "rule; key from OPENAI_API_KEY).",
+        help="Also ask this LLM judge (key from OPENAI_API_KEY): multiple choice, which option each output names; "
+        "captions and open answers, a 0-5 score with the pinned prompt eval_judge_score_v1. Reported beside the "
+        "official metrics, never instead of them.",
     ),
     judge_base_url: Optional[str] = typer.Option(
         None,

@@ -8,11 +8,18 @@ Tokens: pycocoevalcap's PTBTokenizer runs Stanford CoreNLP (Java). Instead the t
 way the standard profile tokenises METEOR's input (NLTK `word_tokenize`), lower-cased, and the
 punctuation tokens PTBTokenizer drops (its PUNCTUATIONS list) are dropped, then joined with spaces,
 which is the form `Cider.compute_score` expects.
+
+`CiderD` is the same arithmetic for several rows of predictions against the same references (the
+model's answers and the floor), with what is pure computed once: document frequencies, each distinct
+text's n-gram counts and TF-IDF vector, each n-gram's IDF and each length penalty.
+tests/test_metric_engine.py checks it against `cider_d` float for float.
 """
 
 from __future__ import annotations
 
-from musilingo_cli.pipelines.evaluate.metric_engine import _word_tokenize
+from collections import defaultdict
+
+from musilingo_cli.pipelines.evaluate.metric_kernels import _word_tokenize
 
 # pycocoevalcap/tokenizer/ptbtokenizer.py PUNCTUATIONS (brackets as word_tokenize leaves them)
 PUNCTUATIONS = frozenset(
@@ -52,3 +59,103 @@ def cider_d(predictions: list[str], references: list[list[str]]) -> tuple[float 
     res = {i: [tok(p)] for i, p in enumerate(predictions)}
     score, scores = Cider().compute_score(gts, res)
     return float(score), [float(s) for s in scores]
+
+
+class CiderD:
+    """pycocoevalcap `CiderScorer` (n 4, sigma 6) against fixed references, scored item by item.
+
+    references: per item, its references in `cider_text` form. Each step is CiderScorer's own
+    arithmetic on the same numpy scalar types in the same order (compute_doc_freq, counts2vec, sim,
+    compute_cider), so values equal `Cider().compute_score` float for float; what is memoised is
+    pure (a function of its text, of a document frequency, or of a length difference). Reading a
+    missing n-gram gives 0.0 as CiderScorer's defaultdict does, without inserting it.
+    """
+
+    def __init__(self, references: list[list[str]], n: int = 4, sigma: float = 6.0) -> None:
+        import numpy as np  # lazy: numpy stays out of `musilingo --help`
+
+        self._np, self.n, self.sigma = np, n, sigma
+        self._counts: dict[str, dict] = {}
+        self._vectors: dict[str, tuple] = {}
+        self._logs: dict[float, object] = {}
+        self._idfs: dict[tuple, object] = {}
+        self._penalties: dict[float, float] = {}
+        self.document_frequency: dict[tuple, float] = defaultdict(float)
+        for refs in references:  # compute_doc_freq
+            for ngram in {ngram for ref in refs for ngram in self._cook(ref)}:
+                self.document_frequency[ngram] += 1
+        self.ref_len = np.log(float(len(references)))
+
+    def _cook(self, text: str) -> dict:
+        found = self._counts.get(text)
+        if found is None:
+            from pycocoevalcap.cider.cider_scorer import precook
+
+            found = self._counts[text] = precook(text, self.n)
+        return found
+
+    def _idf(self, ngram: tuple):
+        """`self.ref_len - np.log(max(1.0, document_frequency[ngram]))`, as counts2vec computes it."""
+        found = self._idfs.get(ngram)
+        if found is None:
+            frequency = max(1.0, self.document_frequency.get(ngram, 0.0))
+            log_df = self._logs.get(frequency)
+            if log_df is None:
+                log_df = self._logs[frequency] = self._np.log(frequency)
+            found = self._idfs[ngram] = self.ref_len - log_df
+        return found
+
+    def _vector(self, text: str) -> tuple:
+        """counts2vec(precook(text)): (vec, norm, length)."""
+        found = self._vectors.get(text)
+        if found is not None:
+            return found
+        vec: list[dict] = [{} for _ in range(self.n)]
+        length = 0
+        norm = [0.0 for _ in range(self.n)]
+        for ngram, term_freq in self._cook(text).items():
+            k = len(ngram) - 1
+            value = vec[k][ngram] = float(term_freq) * self._idf(ngram)
+            norm[k] += pow(value, 2)
+            if k == 1:  # CiderScorer's `length` counts bigrams (its `n == 1` test on the 0-based order)
+                length += term_freq
+        found = self._vectors[text] = (vec, [self._np.sqrt(x) for x in norm], length)
+        return found
+
+    def _penalty(self, delta: float) -> float:
+        found = self._penalties.get(delta)
+        if found is None:
+            found = self._penalties[delta] = self._np.e ** (-(delta**2) / (2 * self.sigma**2))
+        return found
+
+    def _sim(self, hyp: tuple, ref: tuple):
+        (vec_hyp, norm_hyp, length_hyp), (vec_ref, norm_ref, length_ref) = hyp, ref
+        delta = float(length_hyp - length_ref)
+        val = self._np.array([0.0 for _ in range(self.n)])
+        for k in range(self.n):
+            other = vec_ref[k]
+            for ngram, value in vec_hyp[k].items():
+                theirs = other.get(ngram, 0.0)
+                val[k] += min(value, theirs) * theirs
+            if (norm_hyp[k] != 0) and (norm_ref[k] != 0):
+                val[k] /= norm_hyp[k] * norm_ref[k]
+            val[k] *= self._penalty(delta)
+        return val
+
+    def item(self, prediction: str, refs: list[str]) -> float:
+        """CIDEr-D of `prediction` against one item's `refs` (all in cider_text form), in [0, 10]."""
+        hyp = self._vector(prediction)
+        score = self._np.array([0.0 for _ in range(self.n)])
+        for ref in refs:
+            score += self._sim(hyp, self._vector(ref))
+        score_avg = self._np.mean(score)
+        score_avg /= len(refs)
+        score_avg *= 10.0
+        return float(score_avg)
+
+    @staticmethod
+    def corpus(values: list[float]) -> float:
+        """The corpus value of item values, as `Cider.compute_score` takes it (numpy mean)."""
+        import numpy as np
+
+        return float(np.mean(np.array(values)))

@@ -58,7 +58,7 @@ class EvalConfig:
     write_per_item: bool = True
     hub_cache_dir: Path | None = None
     plot: Path | None = None  # --plot FILE.png (plot.py)
-    judge_model: str | None = None  # multiple choice: LLM judge answer extraction (judge.py)
+    judge_model: str | None = None  # LLM judge: choice extraction (judge.py), else a 0-5 score (judge_score.py)
     judge_base_url: str | None = None
     sdd_all_tracks: bool = False  # --split sdd: every track, not only the valid subset (sdd.py)
 
@@ -76,6 +76,7 @@ class SystemResult:
     notes: list[str]
     signatures: dict[str, str]
     per_item_path: str | None
+    judge: dict[str, Any] | None = None  # --judge-model: the LLM judge score's summary (judge_score.py)
 
 
 @dataclass

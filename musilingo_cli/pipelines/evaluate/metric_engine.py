@@ -6,12 +6,15 @@ work removed. Numbers are identical to the plain loop, bit for bit (tests/test_m
   distinct string is tokenised once per worker, references once for all rows.
 - BLEU (standard): one sacrebleu corpus pass at order 4 per row; BLEU-1..3 come from the same
   n-gram counts through sacrebleu's own `BLEU.compute_bleu` (what `corpus_score` calls at order n).
+- CIDEr-D (standard): cider.CiderD, pycocoevalcap's arithmetic with the document frequencies
+  computed once for all rows and each text's vector once per worker.
 - METEOR: NLTK's `meteor_score` with Porter stems and WordNet synonyms looked up once per word
   (pure functions of the word; its WordNet step is shown only the synonyms present in the
   reference, the only ones it can match); WordNet is read without NLTK's WordNet-3.0-to-3.0 offset
   map for the multilingual OMW data, which English lookups never read (nltk_data.wordnet_reader).
-- ROUGE-L: rouge_score's tokenizer once per string; the LCS length by the bit-parallel algorithm,
-  then rouge_score's own precision/recall/F arithmetic (metric_kernels.rouge_l).
+- ROUGE-L: rouge_score's tokenizer once per string (its Porter stemmer memoised per word); the LCS
+  length by the bit-parallel algorithm, then rouge_score's own precision/recall/F arithmetic
+  (metric_kernels.rouge_l).
 - Character BLEU (musilingo-paper): NLTK's sentence BLEU arithmetic with both weight vectors at
   once and each string's character n-gram counts computed once (char_bleu).
 - Items are split across all cores with forked workers (the parent's loaded WordNet is shared).
@@ -25,44 +28,25 @@ import os
 import sys
 import warnings
 
+from musilingo_cli.pipelines.evaluate.cider import CiderD, cider_text
 from musilingo_cli.pipelines.evaluate.metric_kernels import (  # noqa: F401  (lcs_length, char_bleu: public here too)
     _CharGrams,
+    _MemoStemmer,
     _Stems,
+    _word_tokenize,
     _WordNet,
     char_bleu,
     lcs_length,
     rouge_l,
     synonym_names,
 )
-from musilingo_cli.pipelines.evaluate.nltk_data import ensure_punkt, wordnet_reader
+from musilingo_cli.pipelines.evaluate.nltk_data import wordnet_reader
 
 MIN_PARALLEL = 64  # fewer item pairs than this are scored in-process (a pool costs more than it saves)
 
 # Library imports stay inside functions: `musilingo --help` must not import nltk or sacrebleu.
 # Set in the parent before a pool forks; read by the workers (nothing large is pickled to them).
 _JOB: dict = {}
-
-
-def _word_tokenize():
-    """NLTK's `word_tokenize` (english, preserve_line=False) as its source defines it: punkt sentences,
-    then the Treebank tokenizer per sentence, with the Treebank step memoised per sentence (MusicCaps
-    captions repeat about one sentence in eight)."""
-    from nltk.tokenize import _treebank_word_tokenizer, sent_tokenize
-
-    ensure_punkt()
-    memo: dict[str, list[str]] = {}
-
-    def treebank(sentence: str) -> list[str]:
-        try:
-            return memo[sentence]
-        except KeyError:
-            value = memo[sentence] = _treebank_word_tokenizer.tokenize(sentence)
-            return value
-
-    def tokenize(text: str) -> list[str]:
-        return [token for sentence in sent_tokenize(text, "english") for token in treebank(sentence)]
-
-    return tokenize
 
 
 def _tokenizers(profile: str):
@@ -72,14 +56,23 @@ def _tokenizers(profile: str):
         meteor_tok = _word_tokenize()
     else:
         from nltk.tokenize import wordpunct_tokenize as meteor_tok
+    from rouge_score import tokenize as rouge_tokenize
+
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=profile != "standard")
-    return meteor_tok, scorer._tokenizer.tokenize
+    # what scorer._tokenizer.tokenize does (rouge_score.tokenizers.DefaultTokenizer), with its own Porter
+    # stemmer memoised per word (the same words recur in thousands of captions)
+    stemmer = scorer._tokenizer._stemmer
+    memo = _MemoStemmer(stemmer) if stemmer is not None else None
+    return meteor_tok, lambda text: rouge_tokenize.tokenize(text, memo)
 
 
-def _tokenize_range(bounds: tuple[int, int]) -> list[tuple[list[str], list[str]]]:
-    """(METEOR tokens, ROUGE tokens) of strings[start:stop]."""
+def _tokenize_range(bounds: tuple[int, int]) -> list[tuple]:
+    """(METEOR tokens, ROUGE tokens[, CIDEr-D text for the standard profile]) of strings[start:stop]."""
     meteor_tok, rouge_tok = _tokenizers(_JOB["profile"])
-    return [(meteor_tok(text), rouge_tok(text)) for text in _JOB["items"][bounds[0] : bounds[1]]]
+    texts = _JOB["items"][bounds[0] : bounds[1]]
+    if _JOB["profile"] == "standard":  # cider_text tokenises the lower-cased text (punkt sees case)
+        return [(meteor_tok(text), rouge_tok(text), cider_text(text, meteor_tok)) for text in texts]
+    return [(meteor_tok(text), rouge_tok(text)) for text in texts]
 
 
 def _stems_range(bounds: tuple[int, int]) -> list[str]:
@@ -120,7 +113,7 @@ class _StemSets(dict):
 
 
 def _pairs_range(bounds: tuple[int, int]) -> list[tuple[float, ...]]:
-    """METEOR, ROUGE-L (and character BLEU for musilingo-paper) of pairs[start:stop]."""
+    """METEOR, ROUGE-L and CIDEr-D (standard) or character BLEU (musilingo-paper) of pairs[start:stop]."""
     from nltk.translate.meteor_score import meteor_score
 
     profile, tokens = _JOB["profile"], _JOB["tokens"]
@@ -132,12 +125,12 @@ def _pairs_range(bounds: tuple[int, int]) -> list[tuple[float, ...]]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # nltk warns on every zero n-gram overlap
         for prediction, reference in _JOB["items"][bounds[0] : bounds[1]]:
-            (p_meteor, p_rouge), (r_meteor, r_rouge) = tokens[prediction], tokens[reference]
+            (p_meteor, p_rouge, *p_cider), (r_meteor, r_rouge, *r_cider) = tokens[prediction], tokens[reference]
             wordnet.for_reference(stem_sets[reference])
             meteor = float(meteor_score([r_meteor], p_meteor, stemmer=stemmer, wordnet=wordnet))
             rouge = rouge_l(r_rouge, p_rouge, part)
             if profile == "standard":
-                out.append((meteor, rouge))
+                out.append((meteor, rouge, _JOB["cider"].item(p_cider[0], r_cider)))
             else:
                 out.append((meteor, rouge, *char_bleu(reference, prediction, grams)))
     return out
@@ -242,14 +235,16 @@ def _per_pair(
             bleu_parts = [_bleu_range((0, len(references)))] if standard else None
             wordnet_reader()
         tokens = dict(zip(strings, tokenized))
-        words = sorted({w.lower() for meteor_tokens, _ in tokens.values() for w in meteor_tokens})
+        # CIDEr-D's document frequencies: from the references, once for every row
+        cider = CiderD([[tokens[r][2]] for r in references]) if standard else None
+        words = sorted({w.lower() for meteor_tokens, *_ in tokens.values() for w in meteor_tokens})
         stems = dict(zip(words, _map(_stems_range, words, 1)))
         # METEOR's WordNet step looks up the stems of the hypothesis words (the stem step's leftovers)
         hyp_stems = sorted({stems[w.lower()] for row in rows for p in row for w in tokens[p][0]})
         looked_up = _map(_synonyms_range, hyp_stems, workers)
         synonyms = {word: names for word, names in zip(hyp_stems, looked_up) if names is not None}
         pairs = [(p, r) for row in rows for p, r in zip(row, references)]
-        values = _map(_pairs_range, pairs, workers, tokens=tokens, stems=stems, synonyms=synonyms)
+        values = _map(_pairs_range, pairs, workers, tokens=tokens, stems=stems, synonyms=synonyms, cider=cider)
         return values, (_bleu_from_stats(bleu_parts) if standard and references else None)
     finally:
         _JOB.clear()
@@ -265,7 +260,8 @@ def text_scores(
     """The profile's text metrics (no BERTScore) for each row of predictions against `references`.
 
     rows: lists of predictions, each aligned with `references` (e.g. [model answers, floor answers]).
-    Returns per row (corpus scores keyed like metrics.METRIC_KEYS, per-item score dicts). BLEU keys
+    Returns per row (corpus scores keyed like metrics.METRIC_KEYS, per-item score dicts; CIDEr-D
+    in the standard profile, as cider.cider_d computes it with one reference per item). BLEU keys
     are corpus values (standard) or item means (musilingo-paper), as metrics.score defines them.
     workers: processes for the per-item metrics (None: all cores; 1: in-process).
     """
@@ -280,7 +276,8 @@ def text_scores(
         scores: dict[str, float | None] = {}
         per_item: list[dict[str, float]] = []
         if profile == "standard":
-            per_item = [{"meteor": m, "rouge_l": r} for m, r in chunk]
+            per_item = [{"meteor": m, "rouge_l": r, "cider_d": c} for m, r, c in chunk]
+            scores["cider_d"] = CiderD.corpus([item["cider_d"] for item in per_item]) if per_item else None
             if bleus is not None:
                 for order, value in enumerate(bleus[index], start=1):
                     scores[f"bleu{order}"] = value

@@ -267,8 +267,8 @@ def score_rows(
         scores: dict[str, float | None] = dict.fromkeys(METRIC_KEYS)
         scores.update(text)
         result = MetricResult(scores, items)
-        if profile == "standard":
-            _add_cider(predictions, references, result)
+        if profile == "standard":  # CIDEr-D came with the text metrics (metric_engine, cider.CiderD)
+            result.signatures["cider_d"] = CIDER_SIGNATURE
         result.signatures["bleu"] = (
             sacrebleu_signature()
             if profile == "standard"
@@ -320,13 +320,16 @@ def _standard(predictions: list[str], references: list[str], result: MetricResul
     _add_cider(predictions, references, result)
 
 
+CIDER_SIGNATURE = "pycocoevalcap Cider (CIDEr-D, sigma 6, n 1-4, x10), word_tokenize lower-cased"
+
+
 def _add_cider(predictions: list[str], references: list[str], result: MetricResult) -> None:
     """CIDEr-D (standard profile): pycocoevalcap's Cider, one reference per item (cider.py)."""
     corpus, values = cider_d(predictions, [[r] for r in references])
     result.scores["cider_d"] = corpus
     for item, value in zip(result.per_item, values):
         item["cider_d"] = value
-    result.signatures["cider_d"] = "pycocoevalcap Cider (CIDEr-D, sigma 6, n 1-4, x10), word_tokenize lower-cased"
+    result.signatures["cider_d"] = CIDER_SIGNATURE
 
 
 def _paper(predictions: list[str], references: list[str], result: MetricResult) -> None:

@@ -27,6 +27,7 @@ from musilingo_cli.pipelines.evaluate.config import (
     EvalReport,
     SystemResult,
 )
+from musilingo_cli.pipelines.evaluate.judge_score import judge_scores
 from musilingo_cli.pipelines.evaluate.pairing import floor_references, pair
 from musilingo_cli.pipelines.evaluate.readers import (
     load_split_items,
@@ -166,6 +167,12 @@ def _score_file(path: Path, references: list[EvalItem] | None, config: EvalConfi
         notes.append(f"{counts['failed']} answers failed in ask and are scored as empty answers")
     if unanswered:
         notes.append(f"{unanswered} references have no answer in this file and are not scored")
+    judge = None
+    if config.judge_model:  # beside the metrics, never instead of them; failed answers are empty ones
+        questions = [r.question for r in paired]
+        judge, values = judge_scores(questions, [[r] for r in refs], answers, config.judge_model, config.judge_base_url)
+        for item, value in zip(result.per_item, values):
+            item["judge_score"] = value
     per_item_path = _write_per_item(path, preds, refs, result, floor_refs, config)
     return SystemResult(
         path.stem,
@@ -177,6 +184,7 @@ def _score_file(path: Path, references: list[EvalItem] | None, config: EvalConfi
         notes,
         result.signatures,
         per_item_path,
+        judge,
     )
 
 

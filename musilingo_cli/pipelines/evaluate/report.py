@@ -44,6 +44,27 @@ def header_lines(report: EvalReport) -> list[str]:
     lines.append(
         f"floor: each item answered with the reference of another item with the same question (seed {report.seed})"
     )
+    lines += judge_lines(report)
+    return lines
+
+
+def judge_lines(report: EvalReport) -> list[str]:
+    """What the judge score is (label, model, pinned prompt) and each system's distribution and misses."""
+    judged = [s for s in report.systems if s.judge]
+    if not judged:
+        return []
+    first = judged[0].judge
+    lines = [
+        f"judge score: {first['label']}; judge {first['model']}, prompt {first['prompt']} "
+        f"(sha256 {first['prompt_sha256'][:12]}); beside the metrics above, never instead of them"
+    ]
+    for s in judged:
+        spread = " ".join(f"{k}:{v}" for k, v in s.judge["distribution"].items())
+        lines.append(
+            f"judge score ({s.name}): distribution {spread}; {s.judge['scored']} of {s.judge['n']} scored, "
+            f"{s.judge['empty']} empty (0 by the rubric), {s.judge['unparseable']} unparseable replies, "
+            f"{s.judge['failed']} failed requests (neither in the mean)"
+        )
     return lines
 
 
@@ -53,7 +74,8 @@ def _columns(report: EvalReport) -> list[tuple[str, dict, dict]]:
     floors = [s.floor for s in report.systems]
     shared = all(f == floors[0] for f in floors)
     for system in report.systems:
-        columns.append((system.name, system.scores, {**system.counts, **system.stats}))
+        judge = {"judge_mean": system.judge["mean"]} if system.judge else {}
+        columns.append((system.name, system.scores, {**system.counts, **system.stats, **judge}))
         if system.floor is not None and not shared:
             columns.append((f"floor ({system.name})", system.floor, {}))
     if shared and floors and floors[0] is not None:
@@ -79,6 +101,8 @@ def table_rows(report: EvalReport) -> tuple[list[str], list[list[str]]]:
         if report.profile == "musilingo-paper" and key in ("bleu1", "bleu2", "bleu3"):
             continue  # qa.py computes no BLEU-1..3; JSON keeps them as null
         rows.append([labels[key]] + [_cell(scores.get(key)) for _, scores, _ in columns])
+    if any(s.judge for s in report.systems):  # the floor is not judged: "-" in its column
+        rows.append(["LLM judge score (0-5, mean)"] + [_cell(extra.get("judge_mean")) for _, _, extra in columns])
     for key, label in COUNT_ROWS + STAT_ROWS:
         rows.append([label] + [_cell(extra.get(key)) for _, _, extra in columns])
     return header, rows
@@ -116,6 +140,7 @@ def report_json(report: EvalReport) -> list[dict[str, Any]]:
                 "data": report.data_sources,
                 "seed": report.seed,
                 "per_item": s.per_item_path,
+                "judge_score": s.judge,  # null without --judge-model; never one of the metrics above
             }
         )
     return out

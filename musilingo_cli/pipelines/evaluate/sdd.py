@@ -29,6 +29,7 @@ from musilingo_cli.pipelines.evaluate import metrics
 from musilingo_cli.pipelines.evaluate.answering import answer_items
 from musilingo_cli.pipelines.evaluate.cider import cider_d
 from musilingo_cli.pipelines.evaluate.config import EvalConfig, EvalItem, EvalReport, SystemResult
+from musilingo_cli.pipelines.evaluate.judge_score import judge_scores
 from musilingo_cli.pipelines.evaluate.pairing import floor_references, pair
 from musilingo_cli.pipelines.evaluate.readers import read_predictions
 
@@ -179,6 +180,12 @@ def _score_file(path: Path, items: list[EvalItem], by_id: dict[str, SddTrack], c
         "cider_d": "pycocoevalcap Cider (CIDEr-D, sigma 6, n 1-4, x10), word_tokenize lower-cased",
         "rouge_l": "rouge_score score_multi (max F1 over captions), no stemmer",
     }
+    judge = None
+    if config.judge_model:  # against every caption of the track, beside the metrics
+        questions = [QUESTION] * len(answers)
+        judge, values = judge_scores(questions, captions, answers, config.judge_model, config.judge_base_url)
+        for item, value in zip(per_item, values):
+            item["judge_score"] = value
     per_item_path = _write_per_item(path, preds, captions, per_item, floor_answers, config)
     return SystemResult(
         path.stem,
@@ -190,6 +197,7 @@ def _score_file(path: Path, items: list[EvalItem], by_id: dict[str, SddTrack], c
         notes,
         signatures,
         per_item_path,
+        judge,
     )
 
 

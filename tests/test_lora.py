@@ -182,3 +182,15 @@ def test_bad_lora_settings_and_lora_init_say_what_to_do(setup, dist_env, trained
         LoraSettings(rank=0)
     with pytest.raises(ConfigError, match="export --merge"):
         run(_config(setup, "from-lora", init=str(trained)))
+
+
+def test_the_start_line_counts_the_lora_weights_beside_the_adapter():
+    from torch import nn
+
+    from musilingo_cli.pipelines.train.loop import _what_trains
+
+    module = nn.Module()
+    module.adapter = nn.Linear(4, 2)
+    assert _what_trains(module) == "10 adapter parameters"
+    module.lora = nn.ModuleList([nn.Linear(3, 1)])
+    assert _what_trains(module) == "10 adapter parameters and 4 LoRA parameters"

@@ -113,7 +113,7 @@ def _run(config: TrainConfig, dist_info, out: Path, tag: str | None) -> TrainRes
     logger = _Logger(out, config, rank0, step)
     if rank0:
         stderr.print(
-            f"training {sum(p.numel() for p in engine.module.parameters()):,} adapter parameters on "
+            f"training {_what_trains(engine.module)} on "
             f"{len(examples):,} examples ({skipped} skipped), {dist_info.world} process(es), "
             f"ZeRO-{_zero_stage(engine)}, {config.precision}; global batch "
             f"{config.micro_batch * config.grad_accum * dist_info.world}"
@@ -170,3 +170,10 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def _what_trains(module) -> str:
+    """'18,496 adapter parameters', plus the LoRA weights' count when --lora trains them too."""
+    adapter = sum(p.numel() for p in module.adapter.parameters() if p.requires_grad)
+    lora = sum(p.numel() for p in module.lora.parameters() if p.requires_grad) if hasattr(module, "lora") else 0
+    return f"{adapter:,} adapter parameters" + (f" and {lora:,} LoRA parameters" if lora else "")

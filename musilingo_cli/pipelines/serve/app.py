@@ -42,15 +42,16 @@ from musilingo_cli.pipelines.serve.protocol import APIError, AudioPart, AudioSou
 
 
 class EncoderWorker:
-    """One thread that encodes clips for all requests: whatever waits is encoded together
-    (equal-length chunks in one batch, as ask does). While requests announced by `expect` are
-    still decoding their audio, it waits up to GATHER_SECONDS for them, so clients that arrive
-    together are encoded together (batched encoding costs a fraction per clip)."""
+    """One thread that encodes clips for all requests, a batch (`batch_size` chunks) at a time:
+    whatever waits is encoded together (equal-length chunks in one batch, as ask does), and each
+    request hears its features as soon as its batch is done, so the first requests of a burst
+    decode while the encoder works on the next. While requests announced by `expect` are still
+    decoding their audio and the batch is not full, it waits up to GATHER_SECONDS for them."""
 
     GATHER_SECONDS = 0.25
 
     def __init__(self, model, batch_size: int = 8):
-        self.model, self.batch_size = model, batch_size
+        self.model, self.batch_size = model, max(1, batch_size)
         self._queue: queue.Queue = queue.Queue()
         self._expected = 0
         self._lock = threading.Lock()
@@ -78,29 +79,46 @@ class EncoderWorker:
         self._thread.join(timeout=30)
 
     def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
-            work = [item]
-            deadline = time.monotonic() + self.GATHER_SECONDS
-            while len(work) < 64:
-                gather = self._expected > 0 and time.monotonic() < deadline
-                try:
-                    more = self._queue.get(timeout=0.01) if gather else self._queue.get_nowait()
-                except queue.Empty:
-                    if gather:
-                        continue  # others are still decoding: look again (they may finish or fail)
-                    break
-                if more is None:
-                    self._queue.put(None)
-                    break
-                work.append(more)
-            clips = [c for clips, _ in work for c in clips]
+        pending: list[tuple[list[Clip], concurrent.futures.Future]] = []
+        while True:
+            if not pending:
+                item = self._queue.get()
+                if item is None:
+                    return
+                pending.append(item)
+            self._gather(pending)
+            batch, chunks = [], 0
+            while pending and (not batch or chunks + _chunks(pending[0][0]) <= self.batch_size):
+                chunks += _chunks(pending[0][0])
+                batch.append(pending.pop(0))
+            clips = [c for clips, _ in batch for c in clips]
             try:
                 features = iter(encode_clips(self.model.encode, clips, self.batch_size))
-                for clips_, future in work:
+                for clips_, future in batch:
                     future.set_result([next(features) for _ in clips_])
-            except Exception as err:  # every waiting request hears it; the thread goes on
-                for _, future in work:
+            except Exception as err:  # every request of the batch hears it; the thread goes on
+                for _, future in batch:
                     future.set_exception(err)
+
+    def _gather(self, pending: list) -> None:
+        """Add queued requests to `pending` until a batch is full, waiting while others still decode."""
+        deadline = time.monotonic() + self.GATHER_SECONDS
+        while sum(_chunks(clips) for clips, _ in pending) < self.batch_size:
+            gather = self._expected > 0 and time.monotonic() < deadline
+            try:
+                more = self._queue.get(timeout=0.01) if gather else self._queue.get_nowait()
+            except queue.Empty:
+                if gather:
+                    continue  # others are still decoding: look again (they may finish or fail)
+                return
+            if more is None:
+                self._queue.put(None)  # closing: what is pending is encoded first
+                return
+            pending.append(more)
+
+
+def _chunks(clips: list[Clip]) -> int:
+    return sum(len(c.chunks) for c in clips)
 
 
 def decode_source(source: AudioSource, model, chunk_seconds: float, max_audio_seconds: float) -> Clip:
@@ -143,27 +161,8 @@ class Server:
     async def conversation(self, request: protocol.ChatRequest) -> tuple[list[Message], str | None]:
         """The request's messages with its audio decoded and encoded; the system text, if any."""
         loop = asyncio.get_running_loop()
-        plan: list[tuple[str, Any]] = []  # (role, text | AudioSource)
-        system = None
-        for i, message in enumerate(request.messages):
-            parts = (
-                [protocol.TextPart(type="text", text=message.content)]
-                if isinstance(message.content, str)
-                else list(message.content or [])
-            )
-            if message.role in ("system", "developer"):
-                system = " ".join(p.text for p in parts if isinstance(p, TextPart)) or None
-                continue
-            for j, part in enumerate(parts):
-                if isinstance(part, (AudioPart, AudioURLPart)):
-                    if message.role != "user":
-                        raise APIError(400, f"messages.{i}.content.{j}: audio is accepted in user messages only")
-                    plan.append(("user", protocol.audio_source(part, f"messages.{i}.content.{j}", self.local_root)))
-            text = " ".join(p.text for p in parts if isinstance(p, TextPart)).strip()
-            if text or message.role == "assistant":
-                plan.append((message.role, text))
-        if not plan or plan[-1][0] != "user":
-            raise APIError(400, "messages: the last message must be the user's question", param="messages")
+        # base64 decoding holds the loop for milliseconds per clip: a worker thread does it
+        plan, system = await loop.run_in_executor(self.decoders, self._plan, request)
         sources = [s for _, s in plan if isinstance(s, AudioSource)]
         cfg = self.config
         self.encoder.expect(+1)  # the encoder thread waits for requests still decoding their audio
@@ -189,6 +188,31 @@ class Server:
             else:
                 messages.append(Message(role, content))
         return messages, system
+
+    def _plan(self, request: protocol.ChatRequest) -> tuple[list[tuple[str, Any]], str | None]:
+        """The turns in order, (role, text | AudioSource), and the system text; APIError 400 for bad parts."""
+        plan: list[tuple[str, Any]] = []  # (role, text | AudioSource)
+        system = None
+        for i, message in enumerate(request.messages):
+            parts = (
+                [protocol.TextPart(type="text", text=message.content)]
+                if isinstance(message.content, str)
+                else list(message.content or [])
+            )
+            if message.role in ("system", "developer"):
+                system = " ".join(p.text for p in parts if isinstance(p, TextPart)) or None
+                continue
+            for j, part in enumerate(parts):
+                if isinstance(part, (AudioPart, AudioURLPart)):
+                    if message.role != "user":
+                        raise APIError(400, f"messages.{i}.content.{j}: audio is accepted in user messages only")
+                    plan.append(("user", protocol.audio_source(part, f"messages.{i}.content.{j}", self.local_root)))
+            text = " ".join(p.text for p in parts if isinstance(p, TextPart)).strip()
+            if text or message.role == "assistant":
+                plan.append((message.role, text))
+        if not plan or plan[-1][0] != "user":
+            raise APIError(400, "messages: the last message must be the user's question", param="messages")
+        return plan, system
 
 
 def create_app(server: Server) -> FastAPI:
@@ -242,7 +266,9 @@ def create_app(server: Server) -> FastAPI:
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
         authorize(request)
-        parsed = protocol.parse_request(await _body(request, cfg.max_body_bytes))
+        body = await _body(request, cfg.max_body_bytes)
+        # validating megabytes of JSON holds the loop: a worker thread does it
+        parsed = await asyncio.get_running_loop().run_in_executor(server.decoders, protocol.parse_request, body)
         settings = protocol.settings_for(parsed, server.engine_settings, cfg.max_new_tokens)
         stops = protocol.stops_of(parsed)
         messages, system = await server.conversation(parsed)

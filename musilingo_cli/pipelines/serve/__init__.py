@@ -9,6 +9,7 @@ The decoding itself is model.live_batch.Engine; prompts are pipelines.chat's (do
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,10 @@ class ServeConfig:
         allowed_local_media_path: `file://` audio URLs below it are read; None = refused.
         api_key: bearer token required on /v1 (from MUSILINGO_API_KEY or --api-key-file only).
         served_model_name: the model id /v1/models lists.
-        cpu_threads: torch's intra-op threads on a CPU device; None = half the cores (see split_cpu_threads).
+        encoder_threads: threads encoding audio; None = 2 on a CPU device (a burst's clips are encoded on
+            two cores while decoding goes on), 1 on an accelerator.
+        cpu_threads: torch's intra-op threads on a CPU device; None = the cores shared out over the encoder
+            threads and the decoding thread (see split_cpu_threads).
     """
 
     model: str | None = None
@@ -58,6 +62,7 @@ class ServeConfig:
     allowed_local_media_path: str | None = None
     api_key: str | None = None
     served_model_name: str = "musilingo"
+    encoder_threads: int | None = None
     cpu_threads: int | None = None
 
 
@@ -105,7 +110,8 @@ def build(config: ServeConfig, model=None):
         )
     )
     if str(resolved.device) == "cpu":
-        split_cpu_threads(config.cpu_threads)
+        config = dataclasses.replace(config, encoder_threads=config.encoder_threads or 2)
+        split_cpu_threads(config.cpu_threads, config.encoder_threads + 1)
     model = model if model is not None else load_for(resolved)
     max_batch = config.max_batch or (256 if str(resolved.device).startswith("cuda") else 32)
     server = Server(model, Engine(model, max_batch=max_batch, max_waiting=config.max_waiting), config)
@@ -113,21 +119,22 @@ def build(config: ServeConfig, model=None):
     return create_app(server), server
 
 
-def split_cpu_threads(threads: int | None) -> int:
+def split_cpu_threads(threads: int | None, compute_threads: int) -> int:
     """Set torch's intra-op threads for a CPU server; returns the number set.
 
-    The server runs two compute threads at once, the encoder's and the decoding loop's, and each
-    torch op would otherwise fan out over every core: twice as many busy threads as cores, and
-    OpenMP's barriers then wait on threads the kernel has not scheduled (measured on a busy
-    2-core machine: a tiny encoder at 37 ms per clip with one thread, 345-1300 ms with two).
-    None gives each compute thread half the cores; OMP_NUM_THREADS, when set, is left to rule.
+    The server runs `compute_threads` threads that call torch at once (the encoder threads and the
+    decoding loop), and each torch op would otherwise fan out over every core: several times as
+    many busy threads as cores, and OpenMP's barriers then wait on threads the kernel has not
+    scheduled (measured on a busy 2-core machine: a tiny encoder at 37 ms per clip with one
+    thread, 345-1300 ms with two). None shares the cores out (at least one thread each);
+    OMP_NUM_THREADS, when set, is left to rule.
     """
     import torch
 
     if threads is None:
         if os.environ.get("OMP_NUM_THREADS"):
             return torch.get_num_threads()
-        threads = max(1, torch.get_num_threads() // 2)
+        threads = max(1, torch.get_num_threads() // max(1, compute_threads))
     torch.set_num_threads(max(1, threads))
     return torch.get_num_threads()
 

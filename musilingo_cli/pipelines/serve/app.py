@@ -42,7 +42,7 @@ from musilingo_cli.pipelines.serve.protocol import APIError, AudioPart, AudioSou
 
 
 class EncoderWorker:
-    """One thread that encodes clips for all requests, a batch (`batch_size` chunks) at a time:
+    """`threads` threads that encode clips for all requests, a batch (`batch_size` chunks) at a time:
     whatever waits is encoded together (equal-length chunks in one batch, as ask does), and each
     request hears its features as soon as its batch is done, so the first requests of a burst
     decode while the encoder works on the next. While requests announced by `expect` are still
@@ -50,13 +50,17 @@ class EncoderWorker:
 
     GATHER_SECONDS = 0.25
 
-    def __init__(self, model, batch_size: int = 8):
+    def __init__(self, model, batch_size: int = 8, threads: int = 1):
         self.model, self.batch_size = model, max(1, batch_size)
         self._queue: queue.Queue = queue.Queue()
         self._expected = 0
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="musilingo-encode", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"musilingo-encode-{k}", daemon=True)
+            for k in range(max(1, threads))
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def expect(self, change: int) -> None:
         """+1 when a request starts decoding audio, -1 when it submits (or fails)."""
@@ -75,8 +79,9 @@ class EncoderWorker:
         return future
 
     def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=30)
+        self._queue.put(None)  # each thread puts it back for the next
+        for thread in self._threads:
+            thread.join(timeout=30)
 
     def _run(self) -> None:
         pending: list[tuple[list[Clip], concurrent.futures.Future]] = []
@@ -84,6 +89,7 @@ class EncoderWorker:
             if not pending:
                 item = self._queue.get()
                 if item is None:
+                    self._queue.put(None)
                     return
                 pending.append(item)
             self._gather(pending)
@@ -149,7 +155,7 @@ class Server:
 
     def __init__(self, model, engine, config):
         self.model, self.engine, self.config = model, engine, config
-        self.encoder = EncoderWorker(model, config.encoder_batch_size)
+        self.encoder = EncoderWorker(model, config.encoder_batch_size, config.encoder_threads or 1)
         self.decoders = concurrent.futures.ThreadPoolExecutor(config.workers, thread_name_prefix="musilingo-audio")
         self.local_root = Path(config.allowed_local_media_path).resolve() if config.allowed_local_media_path else None
 

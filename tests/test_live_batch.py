@@ -1,5 +1,6 @@
 """The live batch of `serve`'s continuous batching, on a tiny random Llama: rows that join late, leave
-early and outgrow the cache's spare columns decode the same greedy tokens as each row alone."""
+early and outgrow the cache's spare columns decode the same greedy tokens as each row alone.
+The `gpu` case (strided cache views in CUDA attention) runs where CUDA is (benchmarks/gpu_suite.sh)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,16 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from musilingo_cli.model.live_batch import ColumnLayer, LiveBatch
 
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+    ),
+]
+
 
 @pytest.fixture(scope="module")
-def llm():
+def tiny_llm():
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=97,
@@ -25,11 +33,18 @@ def llm():
     return LlamaForCausalLM(config).eval()
 
 
+@pytest.fixture(params=DEVICES)
+def llm(request, tiny_llm):
+    return tiny_llm.to(request.param)
+
+
 def prompt(llm, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """One row's embeddings [1, S, H] and its mask [1, S]."""
-    return llm.get_input_embeddings()(torch.tensor([ids])), torch.ones(1, len(ids), dtype=torch.long)
+    embed = llm.get_input_embeddings()
+    return embed(torch.tensor([ids], device=embed.weight.device)), torch.ones(1, len(ids), dtype=torch.long)
 
 
+@torch.no_grad()
 def alone(llm, ids: list[int], steps: int) -> list[int]:
     batch = LiveBatch(llm)
     batch.join(*prompt(llm, ids))

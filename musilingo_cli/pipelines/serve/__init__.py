@@ -2,6 +2,7 @@
 
     app.py        FastAPI routes: /v1/chat/completions, /v1/models, /health, the page at /
     protocol.py   the OpenAI request/response/error shapes and audio parts
+    workers.py    encoder threads, the relay of decoding events to the loop, audio decoding
     static/       the web demo (one HTML page, no external scripts)
 
 The decoding itself is model.live_batch.Engine; prompts are pipelines.chat's (docs/serve.md).
@@ -91,7 +92,7 @@ def build(config: ServeConfig, model=None):
         ) from None
     from musilingo_cli.model.generation import GenerationSettings
     from musilingo_cli.model.live_batch import Engine
-    from musilingo_cli.pipelines.ask import AskConfig, load_for, resolve_config
+    from musilingo_cli.pipelines.ask import resolve_and_load
     from musilingo_cli.pipelines.chat import check_template
 
     check_template(config.template)
@@ -99,20 +100,10 @@ def build(config: ServeConfig, model=None):
         raise ConfigError("--max-new-tokens and --max-batch must be at least 1")
     if config.allowed_local_media_path and not Path(config.allowed_local_media_path).is_dir():
         raise ConfigError(f"--allowed-local-media-path {config.allowed_local_media_path}: not a directory")
-    resolved = resolve_config(
-        AskConfig(
-            model=config.model,
-            encoder=config.encoder,
-            llm=config.llm,
-            device=config.device,
-            dtype=config.dtype,
-            encoder_dtype=config.encoder_dtype,
-        )
-    )
+    resolved, model = resolve_and_load(config, model)
     if str(resolved.device) == "cpu":
         config = dataclasses.replace(config, encoder_threads=config.encoder_threads or 2)
         split_cpu_threads(config.cpu_threads, config.encoder_threads + 1)
-    model = model if model is not None else load_for(resolved)
     max_batch = config.max_batch or (256 if str(resolved.device).startswith("cuda") else 32)
     server = Server(model, Engine(model, max_batch=max_batch, max_waiting=config.max_waiting), config)
     server.engine_settings = GenerationSettings.from_preset(config.preset, max_new_tokens=config.max_new_tokens)

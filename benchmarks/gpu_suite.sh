@@ -23,7 +23,7 @@ for b in $want; do
     askjob) timeout 200 python3 benchmarks/bench_ask.py --device cuda --full-size --only-job --encoder-batch-size 64 2>&1 | tee "$OUT/bench_askjob.txt" ;;
     serve)
       if python3 -c 'import fastapi, uvicorn, openai' 2>"$OUT/serve_imports.txt"; then
-        timeout 540 python3 benchmarks/bench_serve.py --device cuda --full-size --clients 256 --clips 1024 --alone 8 2>&1 | tee "$OUT/bench_serve.txt"
+        timeout 540 python3 benchmarks/bench_serve.py --device cuda --full-size --clients 256 --clips 1024 --alone 8 --rounds 2 2>&1 | tee "$OUT/bench_serve.txt"
       else
         echo "serve: skipped, $(tail -n1 "$OUT/serve_imports.txt") (carry wheels in .whl, see the header)" | tee "$OUT/bench_serve.txt"
       fi ;;

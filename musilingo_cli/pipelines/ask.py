@@ -262,6 +262,24 @@ def load_for(config: AskConfig):
     return model
 
 
+def resolve_and_load(options, model=None) -> tuple[AskConfig, object]:
+    """(resolved AskConfig, model) for chat and serve, from their config's model, encoder, llm,
+    device, dtype, encoder_dtype and max_new_tokens read as `ask` reads them; the model is
+    loaded (load_for) unless given. Raises ConfigError as resolve_config and load_for do."""
+    resolved = resolve_config(
+        AskConfig(
+            model=options.model,
+            encoder=options.encoder,
+            llm=options.llm,
+            device=options.device,
+            dtype=options.dtype,
+            encoder_dtype=options.encoder_dtype,
+            max_new_tokens=options.max_new_tokens,
+        )
+    )
+    return resolved, model if model is not None else load_for(resolved)
+
+
 def _seed(seed: int) -> None:
     """Seed sampling once per run (batched sampling is not bit-identical to one-at-a-time)."""
     import torch

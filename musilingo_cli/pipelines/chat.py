@@ -278,22 +278,11 @@ class Chat:
 def run(config: ChatConfig, model=None) -> int:
     """The conversation loop; returns the number of answers given."""
     from musilingo_cli.model.live_batch import Engine
-    from musilingo_cli.pipelines.ask import AskConfig, load_for, resolve_config
+    from musilingo_cli.pipelines.ask import resolve_and_load
 
     check_template(config.template)
-    resolved = resolve_config(
-        AskConfig(
-            model=config.model,
-            encoder=config.encoder,
-            llm=config.llm,
-            device=config.device,
-            dtype=config.dtype,
-            encoder_dtype=config.encoder_dtype,
-            max_new_tokens=config.max_new_tokens,
-        )
-    )
+    _, model = resolve_and_load(config, model)
     settings = GenerationSettings.from_preset(config.preset, max_new_tokens=config.max_new_tokens)
-    model = model if model is not None else load_for(resolved)
     engine = Engine(model, max_batch=1)
     try:
         chat = Chat(model, engine, settings, config.template, config.seed, config.chunk_seconds, config.max_seconds)

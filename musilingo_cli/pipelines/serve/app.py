@@ -19,10 +19,6 @@ import asyncio
 import concurrent.futures
 import hmac
 import json
-import queue
-import tempfile
-import threading
-import time
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -31,99 +27,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from musilingo_cli.core.errors import AudioError, ConfigError
-from musilingo_cli.data.batching import Clip, encode_clips, min_samples, prepare_clip
-from musilingo_cli.model.audio import duration_seconds
+from musilingo_cli.core.errors import ConfigError
 from musilingo_cli.model.live_batch import Event, QueueFull
 from musilingo_cli.model.live_batch import Request as Job
 from musilingo_cli.pipelines.chat import Audio, Message, render
 from musilingo_cli.pipelines.serve import protocol
 from musilingo_cli.pipelines.serve.protocol import APIError, AudioPart, AudioSource, AudioURLPart, TextPart
-
-
-class EncoderWorker:
-    """One thread that encodes clips for all requests: whatever waits is encoded together
-    (equal-length chunks in one batch, as ask does). While requests announced by `expect` are
-    still decoding their audio, it waits up to GATHER_SECONDS for them, so clients that arrive
-    together are encoded together (batched encoding costs a fraction per clip)."""
-
-    GATHER_SECONDS = 0.25
-
-    def __init__(self, model, batch_size: int = 8):
-        self.model, self.batch_size = model, batch_size
-        self._queue: queue.Queue = queue.Queue()
-        self._expected = 0
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="musilingo-encode", daemon=True)
-        self._thread.start()
-
-    def expect(self, change: int) -> None:
-        """+1 when a request starts decoding audio, -1 when it submits (or fails)."""
-        with self._lock:
-            self._expected += change
-
-    def submit(self, clips: list[Clip], announced: bool = False) -> concurrent.futures.Future:
-        """Features for `clips` (a future); `announced`: this request called expect(+1) before."""
-        future: concurrent.futures.Future = concurrent.futures.Future()
-        with self._lock:
-            self._expected -= 1 if announced else 0
-            if clips:
-                self._queue.put((clips, future))
-            else:
-                future.set_result([])
-        return future
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=30)
-
-    def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
-            work = [item]
-            deadline = time.monotonic() + self.GATHER_SECONDS
-            while len(work) < 64:
-                gather = self._expected > 0 and time.monotonic() < deadline
-                try:
-                    more = self._queue.get(timeout=0.01) if gather else self._queue.get_nowait()
-                except queue.Empty:
-                    if gather:
-                        continue  # others are still decoding: look again (they may finish or fail)
-                    break
-                if more is None:
-                    self._queue.put(None)
-                    break
-                work.append(more)
-            clips = [c for clips, _ in work for c in clips]
-            try:
-                features = iter(encode_clips(self.model.encode, clips, self.batch_size))
-                for clips_, future in work:
-                    future.set_result([next(features) for _ in clips_])
-            except Exception as err:  # every waiting request hears it; the thread goes on
-                for _, future in work:
-                    future.set_exception(err)
-
-
-def decode_source(source: AudioSource, model, chunk_seconds: float, max_audio_seconds: float) -> Clip:
-    """Decode one audio part as `ask` decodes a file (runs in a worker thread)."""
-    with tempfile.TemporaryDirectory(prefix="musilingo-serve-") as scratch:
-        path = source.path
-        if path is None:
-            path = Path(scratch) / f"audio{source.suffix}"
-            path.write_bytes(source.data)
-        try:
-            seconds = duration_seconds(path)
-            if seconds > max_audio_seconds:
-                raise APIError(
-                    413,
-                    f"{source.where}: {seconds:.1f} s of audio, more than this server's "
-                    f"--max-audio-seconds {max_audio_seconds:g}; send a shorter clip",
-                    code="audio_too_long",
-                    param=source.where,
-                )
-            return prepare_clip(str(path), model.encoder.sample_rate, chunk_seconds, None, min_samples(model))
-        except AudioError as err:
-            text = str(err).replace(f"{path}: ", "").replace(str(path), "the audio")
-            raise APIError(400, f"{source.where}: {text}", code="invalid_audio", param=source.where) from None
+from musilingo_cli.pipelines.serve.workers import EncoderWorker, EventRelay, decode_source
 
 
 class Server:
@@ -131,9 +41,16 @@ class Server:
 
     def __init__(self, model, engine, config):
         self.model, self.engine, self.config = model, engine, config
-        self.encoder = EncoderWorker(model, config.encoder_batch_size)
+        self.encoder = EncoderWorker(model, config.encoder_batch_size, config.encoder_threads or 1)
         self.decoders = concurrent.futures.ThreadPoolExecutor(config.workers, thread_name_prefix="musilingo-audio")
         self.local_root = Path(config.allowed_local_media_path).resolve() if config.allowed_local_media_path else None
+        self._relay: EventRelay | None = None
+
+    def relay(self, loop: asyncio.AbstractEventLoop) -> EventRelay:
+        """The relay of the running loop (one server runs on one loop; a new loop gets a new relay)."""
+        if self._relay is None or self._relay.loop is not loop:
+            self._relay = EventRelay(loop)
+        return self._relay
 
     def close(self) -> None:
         self.decoders.shutdown(wait=False, cancel_futures=True)
@@ -143,27 +60,8 @@ class Server:
     async def conversation(self, request: protocol.ChatRequest) -> tuple[list[Message], str | None]:
         """The request's messages with its audio decoded and encoded; the system text, if any."""
         loop = asyncio.get_running_loop()
-        plan: list[tuple[str, Any]] = []  # (role, text | AudioSource)
-        system = None
-        for i, message in enumerate(request.messages):
-            parts = (
-                [protocol.TextPart(type="text", text=message.content)]
-                if isinstance(message.content, str)
-                else list(message.content or [])
-            )
-            if message.role in ("system", "developer"):
-                system = " ".join(p.text for p in parts if isinstance(p, TextPart)) or None
-                continue
-            for j, part in enumerate(parts):
-                if isinstance(part, (AudioPart, AudioURLPart)):
-                    if message.role != "user":
-                        raise APIError(400, f"messages.{i}.content.{j}: audio is accepted in user messages only")
-                    plan.append(("user", protocol.audio_source(part, f"messages.{i}.content.{j}", self.local_root)))
-            text = " ".join(p.text for p in parts if isinstance(p, TextPart)).strip()
-            if text or message.role == "assistant":
-                plan.append((message.role, text))
-        if not plan or plan[-1][0] != "user":
-            raise APIError(400, "messages: the last message must be the user's question", param="messages")
+        # base64 decoding holds the loop for milliseconds per clip: a worker thread does it
+        plan, system = await loop.run_in_executor(self.decoders, self._plan, request)
         sources = [s for _, s in plan if isinstance(s, AudioSource)]
         cfg = self.config
         self.encoder.expect(+1)  # the encoder thread waits for requests still decoding their audio
@@ -189,6 +87,31 @@ class Server:
             else:
                 messages.append(Message(role, content))
         return messages, system
+
+    def _plan(self, request: protocol.ChatRequest) -> tuple[list[tuple[str, Any]], str | None]:
+        """The turns in order, (role, text | AudioSource), and the system text; APIError 400 for bad parts."""
+        plan: list[tuple[str, Any]] = []  # (role, text | AudioSource)
+        system = None
+        for i, message in enumerate(request.messages):
+            parts = (
+                [protocol.TextPart(type="text", text=message.content)]
+                if isinstance(message.content, str)
+                else list(message.content or [])
+            )
+            if message.role in ("system", "developer"):
+                system = " ".join(p.text for p in parts if isinstance(p, TextPart)) or None
+                continue
+            for j, part in enumerate(parts):
+                if isinstance(part, (AudioPart, AudioURLPart)):
+                    if message.role != "user":
+                        raise APIError(400, f"messages.{i}.content.{j}: audio is accepted in user messages only")
+                    plan.append(("user", protocol.audio_source(part, f"messages.{i}.content.{j}", self.local_root)))
+            text = " ".join(p.text for p in parts if isinstance(p, TextPart)).strip()
+            if text or message.role == "assistant":
+                plan.append((message.role, text))
+        if not plan or plan[-1][0] != "user":
+            raise APIError(400, "messages: the last message must be the user's question", param="messages")
+        return plan, system
 
 
 def create_app(server: Server) -> FastAPI:
@@ -242,7 +165,9 @@ def create_app(server: Server) -> FastAPI:
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
         authorize(request)
-        parsed = protocol.parse_request(await _body(request, cfg.max_body_bytes))
+        body = await _body(request, cfg.max_body_bytes)
+        # validating megabytes of JSON holds the loop: a worker thread does it
+        parsed = await asyncio.get_running_loop().run_in_executor(server.decoders, protocol.parse_request, body)
         settings = protocol.settings_for(parsed, server.engine_settings, cfg.max_new_tokens)
         stops = protocol.stops_of(parsed)
         messages, system = await server.conversation(parsed)
@@ -250,12 +175,13 @@ def create_app(server: Server) -> FastAPI:
             prompt = render(server.model, messages, cfg.template, system, settings.max_new_tokens)
         except ConfigError as err:
             raise APIError(400, str(err), code="context_length_exceeded", param="messages") from None
-        loop, events = asyncio.get_running_loop(), asyncio.Queue()
+        events: asyncio.Queue = asyncio.Queue()
+        relay = server.relay(asyncio.get_running_loop())
         job = Job(
             prompt.ids,
             [a.features for a in prompt.audio],
             settings,
-            lambda event: loop.call_soon_threadsafe(events.put_nowait, event),
+            lambda event: relay.send(events, event),
             stops=stops,
             seed=parsed.seed,
         )

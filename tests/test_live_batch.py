@@ -1,0 +1,99 @@
+"""The live batch of `serve`'s continuous batching, on a tiny random Llama: rows that join late, leave
+early and outgrow the cache's spare columns decode the same greedy tokens as each row alone.
+The `gpu` case (strided cache views in CUDA attention) runs where CUDA is (benchmarks/gpu_suite.sh)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from musilingo_cli.model.live_batch import ColumnLayer, LiveBatch
+
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_llm():
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=97,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.fixture(params=DEVICES)
+def llm(request, tiny_llm):
+    return tiny_llm.to(request.param)
+
+
+def prompt(llm, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """One row's embeddings [1, S, H] and its mask [1, S]."""
+    embed = llm.get_input_embeddings()
+    return embed(torch.tensor([ids], device=embed.weight.device)), torch.ones(1, len(ids), dtype=torch.long)
+
+
+@torch.no_grad()
+def alone(llm, ids: list[int], steps: int) -> list[int]:
+    batch = LiveBatch(llm)
+    batch.join(*prompt(llm, ids))
+    out = []
+    for _ in range(steps):
+        out.append(int(batch.logits.argmax(-1)[0]))
+        batch.advance(torch.tensor(out[-1:]))
+    return out
+
+
+def test_rows_joining_and_leaving_decode_as_they_would_alone(llm):
+    """Three prompts of different lengths: B joins after 5 steps, A leaves after 12, C joins after
+    20; all run past the 64 spare columns, so the buffers are reallocated on the way."""
+    prompts = {"A": [3, 14, 15, 92, 65], "B": [35, 89, 79, 32, 38, 46, 26, 43, 38, 32, 79, 50], "C": [2, 71]}
+    limits = {"A": 12, "B": 80, "C": 75}
+    joins = {0: "A", 5: "B", 20: "C"}
+    expected = {name: alone(llm, ids, limits[name]) for name, ids in prompts.items()}
+    batch, rows, got = LiveBatch(llm), [], {name: [] for name in prompts}
+    with torch.no_grad():
+        for step in range(100):
+            if step in joins:
+                batch.join(*prompt(llm, prompts[joins[step]]))
+                rows.append(joins[step])
+            tokens = batch.logits.argmax(-1).tolist()
+            for name, token in zip(rows, tokens):
+                got[name].append(token)
+            keep = [i for i, name in enumerate(rows) if len(got[name]) < limits[name]]
+            if len(keep) < len(rows):
+                batch.keep(keep)
+                rows = [rows[i] for i in keep]
+            if not rows:
+                break
+            batch.advance(torch.tensor([got[name][-1] for name in rows]))
+    assert got == expected
+    assert batch.size == 0
+
+
+def test_column_layer_writes_in_place_and_cuts_and_selects_rows():
+    keys, values = torch.randn(3, 2, 4, 8), torch.randn(3, 2, 4, 8)
+    layer = ColumnLayer(keys, values, room=2)
+    buffer = layer._k
+    new_k, new_v = torch.randn(3, 2, 1, 8), torch.randn(3, 2, 1, 8)
+    k, v = layer.update(new_k, new_v)
+    assert layer._k is buffer  # written in place, no copy
+    assert torch.equal(k, torch.cat([keys, new_k], dim=-2)) and torch.equal(v, torch.cat([values, new_v], dim=-2))
+    more_k, more_v = torch.randn(3, 2, 3, 8), torch.randn(3, 2, 3, 8)
+    k, _ = layer.update(more_k, more_v)  # past the spare room: reallocated
+    assert layer._k is not buffer and torch.equal(k, torch.cat([keys, new_k, more_k], dim=-2))
+    layer.cut(2)
+    layer.batch_select_indices(torch.tensor([2, 0]))
+    assert layer.get_seq_length() == 6
+    assert torch.equal(layer.keys, torch.cat([keys, new_k, more_k], dim=-2)[[2, 0], :, 2:])

@@ -43,8 +43,9 @@ def sync(device: str) -> None:
 
 def build(device: str, full: bool, tmp: Path):
     """A MusiLingo with random weights built directly on the device."""
-    from model_helpers import make_tokenizer, mert_config_dict
-    from transformers import HubertModel, LlamaConfig, LlamaForCausalLM
+    from model_helpers import make_tokenizer
+    from shapes import llama_config, mert_config
+    from transformers import HubertModel, LlamaForCausalLM
 
     from musilingo_cli.model.config import ModelConfig
     from musilingo_cli.model.encoder import AudioEncoder, mert_to_hubert_config
@@ -54,36 +55,7 @@ def build(device: str, full: bool, tmp: Path):
     make_tokenizer(tmp / "tok")
     tok = load_tokenizer(str(tmp / "tok"))
     dtype = torch.bfloat16 if full else torch.float32
-    if full:  # MERT-v1-330M and a Vicuna-7B-shaped Llama
-        mert = {
-            **mert_config_dict(1024, 24),
-            "num_attention_heads": 16,
-            "intermediate_size": 4096,
-            "conv_dim": [512] * 7,
-            "num_conv_pos_embeddings": 128,
-            "num_conv_pos_embedding_groups": 16,
-        }
-        llm_cfg = LlamaConfig(
-            vocab_size=32001,
-            hidden_size=4096,
-            intermediate_size=11008,
-            num_hidden_layers=32,
-            num_attention_heads=32,
-            num_key_value_heads=32,
-            max_position_embeddings=2048,
-        )
-    else:
-        mert = mert_config_dict()
-        llm_cfg = LlamaConfig(
-            vocab_size=len(tok),
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=512,
-        )
-    llm_cfg.update({"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": None})
+    mert, llm_cfg = mert_config(full), llama_config(full, len(tok))  # MERT-v1-330M and a Vicuna-7B-shaped Llama
     torch.manual_seed(0)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)

@@ -40,8 +40,9 @@ def say(*parts) -> None:
 
 def prepare(directory: Path, tiny: bool, device: str) -> None:
     """Random MERT (hub layout, legacy weight-norm names) and Llama (safetensors + the tests' tokenizer)."""
-    from model_helpers import JSON_ALPHABET, _legacy_name, make_llm, make_tokenizer, mert_config_dict
-    from transformers import HubertModel, LlamaConfig, LlamaForCausalLM
+    from model_helpers import JSON_ALPHABET, _legacy_name, make_llm, make_tokenizer
+    from shapes import llama_config, mert_config
+    from transformers import HubertModel, LlamaForCausalLM
 
     from musilingo_cli.model.encoder import mert_to_hubert_config
 
@@ -49,18 +50,7 @@ def prepare(directory: Path, tiny: bool, device: str) -> None:
         return
     directory.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    mert = (
-        mert_config_dict()
-        if tiny
-        else {
-            **mert_config_dict(1024, 24),
-            "num_attention_heads": 16,
-            "intermediate_size": 4096,
-            "conv_dim": [512] * 7,
-            "num_conv_pos_embeddings": 128,
-            "num_conv_pos_embedding_groups": 16,
-        }
-    )
+    mert = mert_config(not tiny)
     torch.manual_seed(0)
     hubert = HubertModel(mert_to_hubert_config(mert))
     (directory / "mert").mkdir(exist_ok=True)
@@ -77,17 +67,7 @@ def prepare(directory: Path, tiny: bool, device: str) -> None:
         make_llm(directory / "llm", extra_alphabet=JSON_ALPHABET)
     else:
         make_tokenizer(directory / "llm", extra_alphabet=JSON_ALPHABET)  # ids < 400 fit the 7B vocabulary; spells JSON
-        config = LlamaConfig(
-            vocab_size=32001,
-            hidden_size=4096,
-            intermediate_size=11008,
-            num_hidden_layers=32,
-            num_attention_heads=32,
-            num_key_value_heads=32,
-            max_position_embeddings=2048,
-            bos_token_id=1,
-            eos_token_id=2,
-        )
+        config = llama_config(True)
         previous = torch.get_default_dtype()
         torch.set_default_dtype(torch.bfloat16)
         try:

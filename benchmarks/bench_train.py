@@ -69,41 +69,13 @@ def matmul_peak(device: str, quick: bool) -> float:
 
 def build(device: str, full_size: bool, tmp: Path) -> MusiLingo:
     """MERT + Llama with random weights (full size: MERT-v1-330M and a 7B Llama), tiny tokenizer."""
-    from model_helpers import make_tokenizer, mert_config_dict
-    from transformers import HubertModel, LlamaConfig, LlamaForCausalLM
+    from model_helpers import make_tokenizer
+    from shapes import llama_config, mert_config
+    from transformers import HubertModel, LlamaForCausalLM
 
     tok = make_tokenizer(tmp / "tok")
     tok.pad_token = tok.eos_token
-    if full_size:
-        mert = {
-            **mert_config_dict(hidden=1024, layers=24),
-            "num_attention_heads": 16,
-            "intermediate_size": 4096,
-            "conv_dim": [512] * 7,
-            "num_conv_pos_embeddings": 128,
-            "num_conv_pos_embedding_groups": 16,
-        }
-        llm_cfg = LlamaConfig(
-            vocab_size=32000,
-            hidden_size=4096,
-            intermediate_size=11008,
-            num_hidden_layers=32,
-            num_attention_heads=32,
-            num_key_value_heads=32,
-            max_position_embeddings=2048,
-        )
-    else:
-        mert = mert_config_dict(hidden=32, layers=2)
-        llm_cfg = LlamaConfig(
-            vocab_size=len(tok),
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=512,
-        )
-    llm_cfg.bos_token_id, llm_cfg.eos_token_id = 1, 2
+    mert, llm_cfg = mert_config(full_size), llama_config(full_size, len(tok))
     llm_dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     with torch.device(device):
         encoder_model = HubertModel(mert_to_hubert_config(mert))

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from audio_helpers import write_music
 from model_helpers import build_model
-from train_helpers import PYTHON, free_port, subprocess_env
+from train_helpers import run_own_session, subprocess_env, torchrun_command
 
 from musilingo_cli.core.journal import read_jsonl
 from musilingo_cli.data.inputs import item_id
@@ -63,18 +63,8 @@ _GREEDY = {"preset": "greedy", "max_new_tokens": 16, "batch_size": 2}
 
 
 def _command(setup, out: Path, ranks: int) -> list[str]:
-    return [
-        PYTHON,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        str(ranks),
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
-        "-m",
-        "musilingo_cli",
+    return torchrun_command(
+        ranks,
         "ask",
         str(setup["audio"]),
         QUESTION,
@@ -93,26 +83,11 @@ def _command(setup, out: Path, ranks: int) -> list[str]:
         "-o",
         str(out),
         "--json",
-    ]
+    )
 
 
 def _torchrun(setup, out: Path, ranks: int, timeout: int = 240) -> subprocess.CompletedProcess:
-    # its own process group, so a hang is killed with all its workers (not left running after the test)
-    proc = subprocess.Popen(
-        _command(setup, out, ranks),
-        env=subprocess_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise
-    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    return run_own_session(_command(setup, out, ranks), subprocess_env(), timeout)
 
 
 def _answered(stderr: str) -> dict[int, int]:

@@ -6,7 +6,6 @@ run; the final checkpoint answers through `musilingo ask`."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import time
@@ -16,9 +15,10 @@ import torch
 from audio_helpers import write_corrupt
 from train_helpers import (
     PYTHON,
-    free_port,
     make_parts,
+    run_own_session,
     subprocess_env,
+    torchrun_command,
     train_config,
     write_clips,
     write_qa_jsonl,
@@ -118,41 +118,8 @@ def test_killed_run_resumed_gives_the_same_losses_and_answers_through_ask(setup)
 
 
 def _torchrun(setup, out, *extra, env=None, timeout=300):
-    command = [
-        PYTHON,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
-        "-m",
-        "musilingo_cli",
-        "train",
-        "--config",
-        str(setup["config"]),
-        "--out",
-        str(out),
-        *extra,
-    ]
-    # its own process group, so a hang is killed with all its workers (not left running after the test)
-    proc = subprocess.Popen(
-        command,
-        env=subprocess_env(**(env or {})),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise
-    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
+    command = torchrun_command(2, "train", "--config", str(setup["config"]), "--out", str(out), *extra)
+    return run_own_session(command, subprocess_env(**(env or {})), timeout)
 
 
 def test_two_ranks_under_torchrun_zero2(setup):

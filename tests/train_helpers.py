@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -116,6 +118,27 @@ def subprocess_env(**extra: str) -> dict[str, str]:
         **extra,
     )
     return env
+
+
+def torchrun_command(ranks: int, *args: str) -> list[str]:
+    """`torchrun --nproc_per_node RANKS ... -m musilingo_cli ARGS` on a free local port, as the docs give it."""
+    launcher = [PYTHON, "-m", "torch.distributed.run", "--nproc_per_node", str(ranks)]
+    return [*launcher, "--master_addr", "127.0.0.1", "--master_port", str(free_port()), "-m", "musilingo_cli", *args]
+
+
+def run_own_session(command: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+    """Run `command` (text output captured) in its own process group, so a hang is killed with all
+    its workers instead of being left running after the test."""
+    proc = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
 
 
 def yaml_config(path: Path, config) -> Path:

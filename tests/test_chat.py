@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from musilingo_cli.cli import app
 from musilingo_cli.core.errors import ConfigError
+from musilingo_cli.model.context import PromptTooLong
 from musilingo_cli.model.generation import GenerationSettings, postprocess
 from musilingo_cli.model.live_batch import embed_rows
 from musilingo_cli.model.loader import load_model
@@ -86,7 +87,7 @@ def test_a_long_history_drops_the_oldest_exchanges_never_the_audio(tiny):
     assert cut.audio == [audio] and cut.ids.count(-1) == 20
     text = tiny["model"].tokenizer.decode([i for i in cut.ids if i >= 0])
     assert "Question 0" not in text and Q2 in text and "Answer 5" in text
-    with pytest.raises(ConfigError, match="more than the LLM's context"):
+    with pytest.raises(PromptTooLong, match="over its context of 25; pass a smaller --max-seconds"):
         render(tiny["model"], messages, context=25)
 
 

@@ -31,6 +31,7 @@ from musilingo_cli.core.errors import AudioError, ConfigError, MusilingoError
 from musilingo_cli.core.journal import atomic_write_text
 from musilingo_cli.data.batching import encode_clips, min_samples, prepare_clip
 from musilingo_cli.model.config import AUDIO_HERE, AUDIO_SLOT
+from musilingo_cli.model.context import check_prompt, context_length
 from musilingo_cli.model.generation import GenerationSettings
 
 TEMPLATES = ("default", "demo")
@@ -134,12 +135,13 @@ def render(
     context: int | None = None,
 ) -> Prompt:
     """Token ids of the conversation, oldest exchanges dropped (never audio) until the prompt and
-    `max_new_tokens` fit `context` (default: the LLM's max_position_embeddings).
+    `max_new_tokens` fit `context` (default: the LLM's, model/context.context_length).
 
-    Raises ConfigError when the audio and the last question alone do not fit."""
+    Raises PromptTooLong (model/context.check_prompt, as `ask` words it) when the audio and the last
+    question alone do not fit."""
     from musilingo_cli.model.musilingo import AUDIO_ID
 
-    context = context or getattr(model.llm.config, "max_position_embeddings", None)
+    context = context or context_length(model.llm)
     messages, trimmed = list(messages), False
     while True:
         ids, audio = [model.tokenizer.bos_token_id] if model.tokenizer.bos_token_id is not None else [], []
@@ -152,11 +154,9 @@ def render(
         if context is None or len(ids) + max_new_tokens <= context:
             return Prompt(ids, audio, trimmed)
         oldest = _oldest_exchange(messages)
-        if oldest is None:
-            raise ConfigError(
-                f"the prompt needs {len(ids)} tokens and the answer up to {max_new_tokens}, more than "
-                f"the LLM's context of {context}: use shorter audio (--max-seconds) or fewer new tokens"
-            )
+        if oldest is None:  # nothing left to drop but the audio and the question: ask's one-line refusal
+            audio_tokens = sum(a.tokens for a in audio)
+            check_prompt(context, audio_tokens, len(ids) - audio_tokens, max_new_tokens, sum(a.seconds for a in audio))
         del messages[oldest]
         trimmed = True
 

@@ -27,7 +27,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from musilingo_cli.core.errors import ConfigError
+from musilingo_cli.model.context import PromptTooLong
 from musilingo_cli.model.live_batch import Event, QueueFull
 from musilingo_cli.model.live_batch import Request as Job
 from musilingo_cli.pipelines.chat import Audio, Message, render
@@ -173,7 +173,7 @@ def create_app(server: Server) -> FastAPI:
         messages, system = await server.conversation(parsed)
         try:
             prompt = render(server.model, messages, cfg.template, system, settings.max_new_tokens)
-        except ConfigError as err:
+        except PromptTooLong as err:
             raise APIError(400, str(err), code="context_length_exceeded", param="messages") from None
         events: asyncio.Queue = asyncio.Queue()
         relay = server.relay(asyncio.get_running_loop())

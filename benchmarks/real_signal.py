@@ -1,7 +1,7 @@
 """Proof that a model trained with musilingo listens: real music, a real pretrained encoder and a
 real LLM, end to end, offline, on CPU.
 
-    python benchmarks/real_signal.py                    # the full set (about 10-15 min on 2 cores)
+    python benchmarks/real_signal.py                    # the full set (about 10 min on 2 quiet cores)
     python benchmarks/real_signal.py --silence          # the same pipeline with every clip silent
 
 Data (benchmarks/real_signal_set.py): Bach chorales and fiddle tunes (reel, jig, hornpipe) from the
@@ -272,10 +272,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/real-signal"))
     parser.add_argument("--per-kind", type=int, default=8, help="pieces per kind (4 kinds; a quarter held out)")
     parser.add_argument("--renders", type=int, default=4, help="renderings per piece")
-    parser.add_argument("--steps", type=int, default=100, help="optimizer steps")
-    parser.add_argument("--micro-batch", type=int, default=8, help="examples per optimizer step")
-    parser.add_argument("--lr", type=float, default=3e-2, help="peak learning rate (cosine to a tenth of it)")
-    parser.add_argument("--warmup", type=int, default=None, help="warm-up steps (default: a twentieth of --steps)")
+    parser.add_argument("--steps", type=int, default=72, help="optimizer steps")
+    parser.add_argument("--micro-batch", type=int, default=4, help="examples per optimizer step")
+    parser.add_argument("--lr", type=float, default=5e-2, help="peak learning rate (cosine to a tenth of it)")
+    parser.add_argument("--warmup", type=int, default=4, help="warm-up steps")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--silence", action="store_true", help="also run the silent control")
     args = parser.parse_args()

@@ -1,7 +1,7 @@
 """Proof that a model trained with musilingo listens: real music, a real pretrained encoder and a
 real LLM, end to end, offline, on CPU.
 
-    python benchmarks/real_signal.py                    # the full set (about 10-15 min on 2 cores)
+    python benchmarks/real_signal.py                    # the full set (about 10 min on 2 quiet cores)
     python benchmarks/real_signal.py --silence          # the same pipeline with every clip silent
 
 Data (benchmarks/real_signal_set.py): Bach chorales and fiddle tunes (reel, jig, hornpipe) from the
@@ -116,6 +116,9 @@ def run_pipeline(
     micro_batch: int = 8,
     lr: float = 1e-2,
     bleu: bool = True,
+    cache_dir: Path | None = None,
+    warmup: int | None = None,
+    max_new_tokens: int = 10,
 ) -> dict:
     """train -> ask -> (eval) on one labelled set; returns accuracies, metric rows and timings."""
     work.mkdir(parents=True, exist_ok=True)
@@ -129,9 +132,9 @@ def run_pipeline(
         )
     (work / "train.yaml").write_text(
         "precision: fp32\nzero_stage: 0\ntensorboard: false\n"
-        f"lr: {lr}\nmin_lr: {lr / 10}\nwarmup_lr: {lr / 10}\nwarmup_steps: {max(1, steps // 20)}\n"
+        f"lr: {lr}\nmin_lr: {lr / 10}\nwarmup_lr: {lr / 10}\nwarmup_steps: {warmup or max(1, steps // 20)}\n"
         f"max_steps: {steps}\nsave_every: {steps}\nmicro_batch: {micro_batch}\ngrad_accum: 1\nseed: 0\n"
-        "weight_decay: 0.0\nencode_batch: 8\ncrops_per_clip: 1\n"
+        "weight_decay: 0.0\nencode_batch: 8\ncrops_per_clip: 1\n" + (f"cache_dir: {cache_dir}\n" if cache_dir else "")
     )
     times = {}
     times["train"] = cli(
@@ -170,7 +173,7 @@ def run_pipeline(
             "--preset",
             "greedy",
             "--max-new-tokens",
-            "10",
+            str(max_new_tokens),
             "--device",
             "cpu",
             "--batch-size",
@@ -269,8 +272,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/real-signal"))
     parser.add_argument("--per-kind", type=int, default=8, help="pieces per kind (4 kinds; a quarter held out)")
     parser.add_argument("--renders", type=int, default=4, help="renderings per piece")
-    parser.add_argument("--steps", type=int, default=100, help="optimizer steps of 8 examples")
-    parser.add_argument("--lr", type=float, default=3e-2)
+    parser.add_argument("--steps", type=int, default=72, help="optimizer steps")
+    parser.add_argument("--micro-batch", type=int, default=4, help="examples per optimizer step")
+    parser.add_argument("--lr", type=float, default=5e-2, help="peak learning rate (cosine to a tenth of it)")
+    parser.add_argument("--warmup", type=int, default=4, help="warm-up steps")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--silence", action="store_true", help="also run the silent control")
     args = parser.parse_args()
@@ -279,21 +284,43 @@ def main() -> None:
     rendered = time.perf_counter() - started
     llm = smollm2_dir(args.out)
     types = list(rs.QUESTIONS)
+    features = args.out / "features"  # one feature cache for every run (keyed by content and encoder)
     result = run_pipeline(
-        args.out / "audio-run", args.out / "set" / "audio", clips, types, llm, args.steps, args.threads, lr=args.lr
+        args.out / "audio-run",
+        args.out / "set" / "audio",
+        clips,
+        types,
+        llm,
+        args.steps,
+        args.threads,
+        micro_batch=args.micro_batch,
+        lr=args.lr,
+        cache_dir=features,
+        warmup=args.warmup,
     )
     control = None
     if args.silence:
         silent = silence(args.out / "set" / "audio", clips["train"] + clips["test"], args.out / "silent")
         control = run_pipeline(
-            args.out / "silence-run", silent, clips, types, llm, args.steps, args.threads, lr=args.lr
+            args.out / "silence-run",
+            silent,
+            clips,
+            types,
+            llm,
+            args.steps,
+            args.threads,
+            micro_batch=args.micro_batch,
+            lr=args.lr,
+            cache_dir=features,
+            warmup=args.warmup,
         )
     print(table(result, control))
     mb = sum(f.stat().st_size for f in (args.out / "set" / "audio").iterdir()) / 1e6
     print(
         f"\n{len(clips['train'])} train clips ({len({c.piece for c in clips['train']})} pieces, Merlin), "
         f"{len(clips['test'])} test clips ({len({c.piece for c in clips['test']})} pieces, TimGM6mb), "
-        f"10 s, 16 kHz FLAC, {mb:.0f} MB; encoder {ENCODER}, LLM SmolLM2-135M-Instruct; {args.steps} steps of 8"
+        f"10 s, 16 kHz FLAC, {mb:.0f} MB; encoder {ENCODER}, LLM SmolLM2-135M-Instruct; "
+        f"{args.steps} steps of {args.micro_batch}, lr {args.lr}"
     )
     timing = ", ".join(f"{k} {v:.0f} s" for k, v in result["times"].items())
     print(

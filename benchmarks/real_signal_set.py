@@ -45,7 +45,7 @@ KINDS = ("chorale", "reel", "jig", "hornpipe")
 QUESTIONS = {
     "instrument": "Which instrument is playing?",
     "tempo": "Is the tempo slow, moderate or fast?",
-    "kind": "What kind of piece is this?",
+    "kind": "Is it a chorale, reel, jig or hornpipe?",  # the options named, as the tempo question does
 }
 TIMGM6MB = Path("/usr/share/sounds/sf2/TimGM6mb.sf2")
 
@@ -189,7 +189,7 @@ def build_set(
     clips: dict[str, list[Clip]] = {"train": [], "test": []}
     counter = 0
     for path, kind in pieces:
-        events = note_events(path)
+        events = None  # parsed only when a rendering of this piece is missing
         font = test_font if split[path] == "test" else train_font
         name = Path(path).stem
         offsets = rng.randrange(len(instruments)), rng.randrange(len(TEMPI))
@@ -199,6 +199,7 @@ def build_set(
             bpm = rng.randint(*TEMPI[tempo])
             file = f"{name}-{instrument}-{bpm}-{font}.flac"
             if not (audio_dir / file).exists():
+                events = events or note_events(path)
                 wave = render(events, INSTRUMENTS[instrument], bpm, fonts[font], seconds)
                 soundfile.write(audio_dir / file, wave, RATE, subtype="PCM_16")
             clips[split[path]].append(Clip(file, name, font, instrument, tempo, bpm, kind))

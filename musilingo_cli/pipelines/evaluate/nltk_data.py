@@ -241,6 +241,15 @@ def _load_wordnet() -> None:
         def map_wn(self, version="wordnet"):
             return None
 
+        def _data_file(self, pos):
+            # NLTK keeps each data file open once read. A worker forked from a process that read one
+            # inherits it with its file offset, shared with its siblings: two workers seeking and
+            # reading at once read each other's lines, and NLTK then finds no synset at an offset
+            # (None, or a warning). Each process opens its own.
+            if getattr(self, "_files_pid", None) != os.getpid():
+                self._data_file_map, self._files_pid = {}, os.getpid()
+            return super()._data_file(pos)
+
     root = nltk.data.find("corpora/wordnet")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "multilingual functions are not available": not used

@@ -122,6 +122,7 @@ def command(
     as_json = output_format(fmt, ("text", "json"), as_json) == "json"
     # imported here, not at the top: keeps `musilingo --help` and option errors fast (torch)
     from musilingo_cli.core.console import results_only_on_stdout
+    from musilingo_cli.data.inputs import check_readable
     from musilingo_cli.model.hub import go_offline_if_unreachable
     from musilingo_cli.pipelines.ask import AskConfig, collect_items, run
 
@@ -158,7 +159,10 @@ def command(
     )
     in_order = InputOrder(_printer(as_json, single, quiet=output is not None))
     config.on_record = in_order
-    in_order.expect([item.id for item in collect_items(config)])
+    items = collect_items(config)
+    in_order.expect([item.id for item in items])
+    if len(items) == 1 and output is None:  # one file, nothing to resume: a bad file is one line, no record
+        check_readable(items[0])
     # only what names a model can need the hub (nothing named: load_model says what to pass)
     go_offline_if_unreachable([s for s in (model, encoder, llm) if s])
     with results_only_on_stdout():
@@ -166,7 +170,7 @@ def command(
             summary = run(config)
         finally:
             in_order.flush()
-    _print_summary(summary, single)
+    _print_summary(summary, single or (len(items) == 1 and output is None))
     if summary["failed"] or summary["failed_before"]:
         raise typer.Exit(1)
 
@@ -238,7 +242,7 @@ def _printer(as_json: bool, single: bool, quiet: bool):
 def _print_summary(s: dict, single: bool) -> None:
     from musilingo_cli.core.console import stderr, warn
 
-    if single and not s["output"] and not s["failed"]:
+    if single and not s["output"]:  # the answer, or the file's one error line, is all there is to say
         return
     parts = [f"answered {s['answered']}", f"failed {s['failed']}"]
     if s["skipped_done"]:
@@ -251,8 +255,10 @@ def _print_summary(s: dict, single: bool) -> None:
     )
     if s["output"]:
         stderr.print(f"records in {s['output']}", markup=False, highlight=False, soft_wrap=True)
-    if s["failed"] or s["failed_before"]:
+    if s["output"] and (s["failed"] or s["failed_before"]):
         warn(
             f"{s['failed'] + s['failed_before']} item(s) failed (error records); fix the files and rerun with "
             "--retry-errors to answer them again"
         )
+    elif s["failed"]:
+        warn(f"{s['failed']} item(s) failed (said above); fix the files and run them again")

@@ -190,3 +190,14 @@ def test_missing_local_inputs_are_said_before_the_hub_is_probed(tmp_path, args, 
     done = musilingo(*args, env=env, cwd=tmp_path)
     assert done.returncode != 0, done.stderr
     assert done.stderr.splitlines() == [f"error: {says} or folder; check the path"], done.stderr
+
+
+@pytest.mark.parametrize("sub", [[], ["ask"], ["train"], ["make-mi"], ["eval"], ["chat"], ["serve"], ["export"]])
+def test_help_shows_flags_as_flags_and_types_only_for_values(sub):
+    done = musilingo(*sub, "--help", env={"COLUMNS": "200"})
+    assert done.returncode == 0, done.stderr
+    assert "<bool>" not in done.stdout, done.stdout
+    help_line = next(line for line in done.stdout.splitlines() if "--help" in line)
+    assert "<" not in help_line  # the flag itself: no type column
+    if sub:
+        assert "<int>" in done.stdout or "<path>" in done.stdout or "<str>" in done.stdout  # values keep types

@@ -201,3 +201,14 @@ def test_help_shows_flags_as_flags_and_types_only_for_values(sub):
     assert "<" not in help_line  # the flag itself: no type column
     if sub:
         assert "<int>" in done.stdout or "<path>" in done.stdout or "<str>" in done.stdout  # values keep types
+
+
+def test_ask_chat_and_serve_share_the_model_and_device_options():
+    def option_lines(sub: str) -> dict[str, str]:
+        done = musilingo(sub, "--help", env={"COLUMNS": "200"})
+        assert done.returncode == 0, done.stderr
+        lines = [" ".join(line.strip("│ ").split()) for line in done.stdout.splitlines()]
+        return {name: next(x for x in lines if x.startswith(name + " ")) for name in SHARED}
+
+    SHARED = ("--model", "--device", "--dtype", "--encoder-dtype")
+    assert option_lines("ask") == option_lines("chat") == option_lines("serve")

@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from musilingo_cli.commands import options
 from musilingo_cli.commands.options import output_format
 from musilingo_cli.core.console import echo
 from musilingo_cli.core.errors import ConfigError
@@ -34,11 +35,7 @@ def command(
         help="CSV/TSV/JSONL with a `path` column and optional `question` and `id` (relative paths: from the "
         "manifest's folder).",
     ),
-    model: Optional[str] = typer.Option(
-        None,
-        "--model",
-        help="Our checkpoint directory, an official .pth, or an official release (hub id or short / long / musicqa).",
-    ),
+    model: Optional[str] = options.MODEL,
     encoder: Optional[str] = typer.Option(
         None,
         "--encoder",
@@ -69,15 +66,9 @@ def command(
         None, "--max-new-tokens", help="Most tokens per answer (default: 300, as the paper)."
     ),
     seed: int = typer.Option(0, "--seed", help="Seeds sampling (recorded with each answer)."),
-    device: Optional[str] = typer.Option(
-        None, "--device", help="cuda, cuda:1, cpu, ... (default: cuda when available)."
-    ),
-    dtype: Optional[str] = typer.Option(
-        None, "--dtype", help="LLM precision: bf16, fp16 or fp32 (default: bf16 on cuda, fp32 on cpu)."
-    ),
-    encoder_dtype: Optional[str] = typer.Option(
-        None, "--encoder-dtype", help="Encoder precision (default: as --dtype)."
-    ),
+    device: Optional[str] = options.DEVICE,
+    dtype: Optional[str] = options.DTYPE,
+    encoder_dtype: Optional[str] = options.ENCODER_DTYPE,
     batch_size: Optional[int] = typer.Option(
         None,
         "--batch-size",

@@ -44,7 +44,17 @@ def smollm2(tmp_path_factory):
     return out
 
 
-def test_adapter_learns_through_a_real_llm_and_ask_stops_at_the_end_symbol(smollm2, tmp_path, dist_env):
+@pytest.fixture
+def one_thread():
+    """Training in this process on one thread, as its `ask` child (subprocess_env): on a loaded 2-core
+    machine two threads per process wait on each other (measured: 439 s for this test, 45 s on one)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_adapter_learns_through_a_real_llm_and_ask_stops_at_the_end_symbol(smollm2, tmp_path, dist_env, one_thread):
     from musilingo_cli.pipelines.train import run
 
     _, mert = make_parts(tmp_path)

@@ -25,6 +25,26 @@ from musilingo_cli.commands import ask, chat, evaluate, export, make_mi, serve, 
 from musilingo_cli.core.console import quiet_libraries
 from musilingo_cli.core.errors import MusilingoError, missing_module_message, os_error_message
 
+
+def _flags_show_no_type() -> None:
+    """`--help` lists a plain flag (--json, --caption, -h) without a `<bool>` type column: Typer's
+    rich help shows one for every option, while its plain-text help (and click's) omits it for flags,
+    which take no value. Options that take values keep their types."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+    if getattr(shown, "_musilingo", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if self.is_flag else shown(self, ctx)
+
+    display_type_rich._musilingo = True
+    TyperOption.display_type_rich = display_type_rich
+
+
+_flags_show_no_type()
+
 # Locals can hold API keys: never show them in tracebacks.
 app = typer.Typer(
     name="musilingo",

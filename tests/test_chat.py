@@ -211,3 +211,25 @@ def test_add_puts_a_second_file_in_the_next_turn_and_audio_switches(tiny, tmp_pa
         assert [a.name for a in chat.last_prompt.audio] == ["other.wav"] and len(chat.messages) == 3
     finally:
         engine.close()
+
+
+def test_save_into_a_missing_folder_names_the_users_file_and_the_fix(tiny, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    target = tmp_path / "no-such-folder" / "talk.json"
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("musilingo")), "chat", str(tiny["song"]), "--model", str(tiny["ckpt"])],
+        input=f"/save {target}\n/quit\n",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: {target}: No such file or directory; the folder {target.parent} does not exist: create it first, "
+        "or choose another path"
+    ], done.stderr
+    assert ".tmp" not in done.stderr

@@ -159,3 +159,56 @@ def test_an_unreachable_hub_is_said_once_and_eval_goes_on_offline(tmp_path):
     assert "Retrying" not in done.stderr and len(done.stderr.splitlines()) <= 3, done.stderr
     notes = json.loads(done.stdout)[0]["notes"]
     assert any("BERTScore skipped" in n and "roberta-large" in n for n in notes), notes
+
+
+def test_a_single_unreadable_file_is_one_line_before_any_model_loads(tmp_path):
+    from audio_helpers import write_corrupt
+
+    write_corrupt(tmp_path / "bad.wav")
+    no_model = str(tmp_path / "no-such-model")  # were the model loaded first, its error would show instead
+    for name, says in (("missing.wav", "missing.wav: no such file; check the path"), ("bad.wav", "bad.wav: ")):
+        done = musilingo("ask", name, "What genre?", "--model", no_model, cwd=tmp_path)
+        assert done.returncode != 0 and done.stdout == "", done.stderr
+        lines = done.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], done.stderr
+        assert "--retry-errors" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["train", "--data", "gone.jsonl"], "--data gone.jsonl: no such file"),
+        (["eval", "-p", "gone.jsonl"], "--predictions gone.jsonl: no such file"),
+        (["eval", "-p", "a.jsonl", "-r", "gone.json"], "--references gone.json: no such file"),
+    ],
+)
+def test_missing_local_inputs_are_said_before_the_hub_is_probed(tmp_path, args, says):
+    from train_helpers import free_port
+
+    (tmp_path / "a.jsonl").write_text('{"id": "1", "answer": "Rock."}\n')
+    env = {"HF_HUB_OFFLINE": "", "TRANSFORMERS_OFFLINE": "", "HF_ENDPOINT": f"http://127.0.0.1:{free_port()}"}
+    done = musilingo(*args, env=env, cwd=tmp_path)
+    assert done.returncode != 0, done.stderr
+    assert done.stderr.splitlines() == [f"error: {says} or folder; check the path"], done.stderr
+
+
+@pytest.mark.parametrize("sub", [[], ["ask"], ["train"], ["make-mi"], ["eval"], ["chat"], ["serve"], ["export"]])
+def test_help_shows_flags_as_flags_and_types_only_for_values(sub):
+    done = musilingo(*sub, "--help", env={"COLUMNS": "200"})
+    assert done.returncode == 0, done.stderr
+    assert "<bool>" not in done.stdout, done.stdout
+    help_line = next(line for line in done.stdout.splitlines() if "--help" in line)
+    assert "<" not in help_line  # the flag itself: no type column
+    if sub:
+        assert "<int>" in done.stdout or "<path>" in done.stdout or "<str>" in done.stdout  # values keep types
+
+
+def test_ask_chat_and_serve_share_the_model_and_device_options():
+    def option_lines(sub: str) -> dict[str, str]:
+        done = musilingo(sub, "--help", env={"COLUMNS": "200"})
+        assert done.returncode == 0, done.stderr
+        lines = [" ".join(line.strip("│ ").split()) for line in done.stdout.splitlines()]
+        return {name: next(x for x in lines if x.startswith(name + " ")) for name in SHARED}
+
+    SHARED = ("--model", "--device", "--dtype", "--encoder-dtype")
+    assert option_lines("ask") == option_lines("chat") == option_lines("serve")

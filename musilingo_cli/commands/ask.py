@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from musilingo_cli.commands import options
 from musilingo_cli.commands.options import output_format
 from musilingo_cli.core.console import echo
 from musilingo_cli.core.errors import ConfigError
@@ -34,11 +35,7 @@ def command(
         help="CSV/TSV/JSONL with a `path` column and optional `question` and `id` (relative paths: from the "
         "manifest's folder).",
     ),
-    model: Optional[str] = typer.Option(
-        None,
-        "--model",
-        help="Our checkpoint directory, an official .pth, or an official release (hub id or short / long / musicqa).",
-    ),
+    model: Optional[str] = options.MODEL,
     encoder: Optional[str] = typer.Option(
         None,
         "--encoder",
@@ -70,15 +67,9 @@ def command(
         None, "--max-new-tokens", help="Most tokens per answer (default: 300, as the paper)."
     ),
     seed: int = typer.Option(0, "--seed", help="Seeds sampling (recorded with each answer)."),
-    device: Optional[str] = typer.Option(
-        None, "--device", help="cuda, cuda:1, cpu, ... (default: cuda when available)."
-    ),
-    dtype: Optional[str] = typer.Option(
-        None, "--dtype", help="LLM precision: bf16, fp16 or fp32 (default: bf16 on cuda, fp32 on cpu)."
-    ),
-    encoder_dtype: Optional[str] = typer.Option(
-        None, "--encoder-dtype", help="Encoder precision (default: as --dtype)."
-    ),
+    device: Optional[str] = options.DEVICE,
+    dtype: Optional[str] = options.DTYPE,
+    encoder_dtype: Optional[str] = options.ENCODER_DTYPE,
     batch_size: Optional[int] = typer.Option(
         None,
         "--batch-size",
@@ -123,6 +114,7 @@ def command(
     as_json = output_format(fmt, ("text", "json"), as_json) == "json"
     # imported here, not at the top: keeps `musilingo --help` and option errors fast (torch)
     from musilingo_cli.core.console import results_only_on_stdout
+    from musilingo_cli.data.inputs import check_readable
     from musilingo_cli.model.hub import go_offline_if_unreachable
     from musilingo_cli.pipelines.ask import AskConfig, own_items, run
 
@@ -160,7 +152,10 @@ def command(
     )
     in_order = InputOrder(_printer(as_json, single, quiet=output is not None))
     config.on_record = in_order
-    in_order.expect([item.id for item in own_items(config)])  # under torchrun: this rank's
+    items = own_items(config)  # under torchrun: this rank's share
+    in_order.expect([item.id for item in items])
+    if len(items) == 1 and output is None:  # one file, nothing to resume: a bad file is one line, no record
+        check_readable(items[0])
     # only what names a model can need the hub (nothing named: load_model says what to pass)
     go_offline_if_unreachable([s for s in (model, encoder, llm) if s])
     with results_only_on_stdout():
@@ -168,7 +163,7 @@ def command(
             summary = run(config)
         finally:
             in_order.flush()
-    _print_summary(summary, single)
+    _print_summary(summary, single or (len(items) == 1 and output is None))
     if summary["failed"] or summary["failed_before"]:
         raise typer.Exit(1)
 
@@ -240,7 +235,7 @@ def _printer(as_json: bool, single: bool, quiet: bool):
 def _print_summary(s: dict, single: bool) -> None:
     from musilingo_cli.core.console import stderr, warn
 
-    if single and not s["output"] and not s["failed"]:
+    if single and not s["output"]:  # the answer, or the file's one error line, is all there is to say
         return
     parts = [f"answered {s['answered']}", f"failed {s['failed']}"]
     if s["skipped_done"]:
@@ -261,8 +256,10 @@ def _print_summary(s: dict, single: bool) -> None:
         )
     elif s["output"] and s.get("rank", 0) == 0:
         stderr.print(f"records in {s['output']}", markup=False, highlight=False, soft_wrap=True)
-    if s["failed"] or s["failed_before"]:
+    if s["output"] and (s["failed"] or s["failed_before"]):
         warn(
             f"{s['failed'] + s['failed_before']} item(s) failed (error records); fix the files and rerun with "
             "--retry-errors to answer them again"
         )
+    elif s["failed"]:
+        warn(f"{s['failed']} item(s) failed (said above); fix the files and run them again")

@@ -186,6 +186,7 @@ def command(
             "quantize": quantize,
         },
     )
+    evaluate.check_inputs(config)  # a typo in a local path is said before the hub is probed
     hub_specs = [] if no_bertscore else [bertscore_model]
     if split and data is None:
         hub_specs.append(None)  # the split's annotations come from the hub

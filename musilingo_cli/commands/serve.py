@@ -7,17 +7,13 @@ from typing import Optional
 
 import typer
 
+from musilingo_cli.commands import options
+
 
 def command(
-    model: Optional[str] = typer.Option(
-        None,
-        "--model",
-        help="Our checkpoint directory, an official .pth, or an official release (hub id or short / long / musicqa).",
-    ),
-    encoder: Optional[str] = typer.Option(
-        None, "--encoder", help="Audio encoder override: hub id or local directory (MERT)."
-    ),
-    llm: Optional[str] = typer.Option(None, "--llm", help="LLM override: hub id or local directory."),
+    model: Optional[str] = options.MODEL,
+    encoder: Optional[str] = options.ENCODER,
+    llm: Optional[str] = options.LLM,
     host: str = typer.Option(
         "127.0.0.1",
         "--host",
@@ -38,14 +34,10 @@ def command(
     max_waiting: int = typer.Option(
         256, "--max-waiting", help="Requests queued beyond the batch; more get 503 (retry later)."
     ),
-    template: str = typer.Option(
-        "default", "--template", help="default (the stage-2 prompt, as ask) or demo (the official demo's conversation)."
-    ),
+    template: str = options.TEMPLATE,
     max_audio_seconds: float = typer.Option(600.0, "--max-audio-seconds", help="Longer audio gets 413."),
     max_body_mb: float = typer.Option(64.0, "--max-body-mb", help="Larger request bodies get 413."),
-    chunk_seconds: float = typer.Option(
-        30.0, "--chunk-seconds", help="Long audio is encoded in chunks of this length (as ask)."
-    ),
+    chunk_seconds: float = options.CHUNK_SECONDS,
     allowed_local_media_path: Optional[Path] = typer.Option(
         None, "--allowed-local-media-path", help="Allow audio_url file:// paths below this directory (off by default)."
     ),
@@ -55,15 +47,9 @@ def command(
         help="File holding the bearer token clients must send (default: $MUSILINGO_API_KEY; none = no auth).",
     ),
     served_model_name: str = typer.Option("musilingo", "--served-model-name", help="The model id /v1/models lists."),
-    device: Optional[str] = typer.Option(
-        None, "--device", help="cuda, cuda:1, cpu, ... (default: cuda when available)."
-    ),
-    dtype: Optional[str] = typer.Option(
-        None, "--dtype", help="LLM precision: bf16, fp16 or fp32 (default: bf16 on cuda, fp32 on cpu)."
-    ),
-    encoder_dtype: Optional[str] = typer.Option(
-        None, "--encoder-dtype", help="Encoder precision (default: as --dtype)."
-    ),
+    device: Optional[str] = options.DEVICE,
+    dtype: Optional[str] = options.DTYPE,
+    encoder_dtype: Optional[str] = options.ENCODER_DTYPE,
 ) -> None:
     """Serve the OpenAI Chat Completions API with audio input (and a web demo at /)."""
     from musilingo_cli.pipelines.serve import ServeConfig, read_api_key, run

@@ -257,7 +257,7 @@ def command(
     # lazy: the training pipeline imports torch and DeepSpeed; `musilingo --help` must not
     from musilingo_cli.core.console import echo, results_only_on_stdout
     from musilingo_cli.model.hub import go_offline_if_unreachable
-    from musilingo_cli.pipelines.train import resolve_config, run
+    from musilingo_cli.pipelines.train import check_inputs, resolve_config, run
 
     if local_rank is not None:  # the deepspeed launcher passes --local_rank=N (and usually LOCAL_RANK too)
         os.environ.setdefault("LOCAL_RANK", str(local_rank))
@@ -298,6 +298,7 @@ def command(
         quantize=quantize,
     )
     config = resolve_config(overrides, config_file)
+    check_inputs(config)  # a typo in a local path is said before the hub is probed
     rank0 = int(os.environ.get("RANK", "0")) == 0
     go_offline_if_unreachable([config.encoder, config.llm, *([config.init] if config.init else [])], announce=rank0)
     with results_only_on_stdout():

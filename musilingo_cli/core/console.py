@@ -8,6 +8,7 @@ own `stdout` console and `echo()` on the real stdout, so only results reach it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import warnings
@@ -85,6 +86,15 @@ def quiet_libraries() -> None:
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("PYTHONWARNINGS", "ignore")  # children started by torchrun / deepspeed
     warnings.filterwarnings("ignore")
+    # DeepSpeed's logger (its "Setting accelerator to CPU" notice at import, engine set-up lines) resets
+    # its level when deepspeed is imported, but keeps a filter set on it before: errors still show
+    chatty = logging.getLogger("DeepSpeed")
+    if _errors_only not in chatty.filters:
+        chatty.addFilter(_errors_only)
+
+
+def _errors_only(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.ERROR
 
 
 def progress(transient: bool = False) -> Progress:

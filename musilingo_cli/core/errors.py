@@ -1,6 +1,8 @@
 """One error policy: anticipated problems raise a MusilingoError whose message says what is
 wrong and how to fix it; the CLI prints it as one line on stderr and exits non-zero."""
 
+from pathlib import Path
+
 
 class MusilingoError(Exception):
     """An anticipated problem with the user's input, data, or environment."""
@@ -111,4 +113,6 @@ def os_error_message(err: OSError) -> str:
         errno.ENOENT: "check the path",
     }
     fix = fixes.get(err.errno, "check the path and its permissions")
+    if err.errno == errno.ENOENT and name and not Path(name).parent.exists():
+        fix = f"the folder {Path(name).parent} does not exist: create it first, or choose another path"
     return f"{name}: {reason}; {fix}" if name else f"{reason}; {fix}"

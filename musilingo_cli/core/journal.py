@@ -57,7 +57,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     overwritten, and concurrent writers (several ranks) never share one. Readers of `path` see
     the old file or the whole new one, never half of it."""
     path = Path(path)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:  # name the user's file, not our temporary one
+        raise type(err)(err.errno, err.strerror, str(path)) from None
     os.close(fd)
     tmp = Path(name)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it 0600; the result gets the usual permissions

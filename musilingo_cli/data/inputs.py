@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from musilingo_cli.core.errors import ConfigError, DataError
+from musilingo_cli.core.errors import AudioError, ConfigError, DataError
 from musilingo_cli.core.files import looks_like_json, read_csv_rows, read_jsonl_objects
-from musilingo_cli.model.audio import AUDIO_EXTENSIONS
+from musilingo_cli.model.audio import AUDIO_EXTENSIONS, read_audio
 
 _GLOB_CHARS = set("*?[")
 _MANIFEST_COLUMNS = {"path", "question", "id"}
@@ -58,6 +58,15 @@ def expand_paths(args: list[str]) -> list[str]:
         else:
             found.append(str(path) if arg.startswith("~") else arg)
     return _unique(found)
+
+
+def check_readable(item: Item) -> None:
+    """Raise AudioError (one line: what is wrong and the fix) unless the item's audio decodes. For a
+    run of one file without an output file, so that a typo is said at once, before any model loads,
+    instead of as an error record. Decodes at most the first second."""
+    if not Path(item.source).exists():
+        raise AudioError(f"{item.audio}: no such file; check the path (a relative path starts in {Path.cwd()})")
+    read_audio(item.source, 16000, max_seconds=1.0)
 
 
 def _audio_under(directory: Path) -> list[str]:

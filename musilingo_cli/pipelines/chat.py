@@ -26,8 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from rich.markup import escape
+
 from musilingo_cli.core.console import stderr, warn
-from musilingo_cli.core.errors import AudioError, ConfigError, MusilingoError
+from musilingo_cli.core.errors import AudioError, ConfigError, MusilingoError, os_error_message
 from musilingo_cli.core.journal import atomic_write_text
 from musilingo_cli.data.batching import encode_clips, min_samples, prepare_clip
 from musilingo_cli.model.config import AUDIO_HERE, AUDIO_SLOT
@@ -345,6 +347,8 @@ def _command(chat: Chat, line: str) -> str | None:
             stderr.print(f"conversation saved to {arg}")
         else:
             stderr.print("commands: /audio FILE, /add FILE, /reset, /save FILE, /quit")
-    except (AudioError, OSError) as err:
-        stderr.print(f"[red]error:[/red] {err}", highlight=False)
+    except AudioError as err:
+        stderr.print(f"[red]error:[/red] {escape(str(err))}", highlight=False)
+    except OSError as err:  # /save into a folder that is not there, or one we may not write to
+        stderr.print(f"[red]error:[/red] {escape(os_error_message(err))}", highlight=False)
     return None

@@ -5,5 +5,5 @@ report is shown (report.py). The steps live in config, readers, pairing, answeri
 """
 
 from musilingo_cli.pipelines.evaluate.config import EvalConfig, EvalReport  # noqa: F401
-from musilingo_cli.pipelines.evaluate.pipeline import run  # noqa: F401
+from musilingo_cli.pipelines.evaluate.pipeline import check_inputs, run  # noqa: F401
 from musilingo_cli.pipelines.evaluate.report import render_text, rich_table  # noqa: F401

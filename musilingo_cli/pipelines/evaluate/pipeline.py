@@ -45,7 +45,9 @@ def _answers_split(config: EvalConfig) -> bool:
     return config.model is not None or bool(config.ask_options.get("encoder") and config.ask_options.get("llm"))
 
 
-def _check(config: EvalConfig) -> None:
+def check_inputs(config: EvalConfig) -> None:
+    """Refuse, before anything is loaded or the hub is asked, options that cannot work and local
+    input files that do not exist (ConfigError / DataError, one line naming the option and the file)."""
     if config.profile not in metrics.PROFILES:
         raise ConfigError(f"unknown --profile {config.profile!r}; choose {' or '.join(metrics.PROFILES)}")
     if config.format not in FORMATS:
@@ -66,13 +68,26 @@ def _check(config: EvalConfig) -> None:
         )
     if config.bertscore and config.bertscore_model != "roberta-large" and config.bertscore_layers is None:
         raise ConfigError(f"--bertscore-model {config.bertscore_model} needs --bertscore-layers N")
+    given = [("--predictions", p) for p in config.predictions] + [
+        (option, path)
+        for option, path in (
+            ("--references", config.references),
+            ("--data", config.data),
+            ("--audio-dir", config.audio_dir),
+            ("--train-captions", config.train_captions),
+        )
+        if path is not None
+    ]
+    for option, path in given:
+        if not Path(path).expanduser().exists():
+            raise DataError(f"{option} {path}: no such file or folder; check the path")
 
 
 def run(config: EvalConfig) -> EvalReport | ChoiceReport:
     """Answer the split if asked, score every predictions file, write per-item scores and --output.
 
     Multiple-choice splits (muchomusic, mmau[-music], mmar[-music]) return a ChoiceReport (choice.py)."""
-    _check(config)
+    check_inputs(config)
     if config.split in CHOICE_SPLITS:
         report = run_choice(config, _answers_split(config))
         _write_output(report, config)

@@ -10,9 +10,9 @@ metrics.py      progress bar, metrics.jsonl, TensorBoard, loss.png
 loop.py         run(config): the training loop that ties them together
 """
 
-from musilingo_cli.pipelines.train.config import PRESETS, TrainConfig, TrainResult, resolve_config
+from musilingo_cli.pipelines.train.config import PRESETS, TrainConfig, TrainResult, check_inputs, resolve_config
 
-__all__ = ["PRESETS", "TrainConfig", "TrainResult", "resolve_config", "run"]
+__all__ = ["PRESETS", "TrainConfig", "TrainResult", "check_inputs", "resolve_config", "run"]
 
 
 def __getattr__(name: str):

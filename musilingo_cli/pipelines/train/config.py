@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from musilingo_cli.core.errors import ConfigError
+from musilingo_cli.core.errors import ConfigError, DataError
 
 # Official recipes (reference: official-code.md section 3.5). The official scheduler counted
 # micro-batches ("iterations"); ours counts optimizer steps, so warm-up and length are the
@@ -173,6 +173,21 @@ def resolve_config(overrides: dict[str, Any], config_file: str | None = None) ->
     if isinstance(values.get("data"), str):
         values["data"] = [values["data"]]
     return TrainConfig(**values)
+
+
+def check_inputs(config: TrainConfig) -> None:
+    """Refuse missing local inputs before any model, data or hub is touched: no --data, a --data
+    file, --audio-dir or --deepspeed-config that does not exist (ConfigError / DataError, one line)."""
+    if not config.data:
+        raise ConfigError("no training data: pass --data FILE (one or more) or set data: in --config")
+    given = [("--data", path) for path in config.data] + [
+        (option, path)
+        for option, path in (("--audio-dir", config.audio_dir), ("--deepspeed-config", config.deepspeed_config))
+        if path
+    ]
+    for option, path in given:
+        if not Path(path).expanduser().exists():
+            raise DataError(f"{option} {path}: no such file or folder; check the path")
 
 
 def config_yaml(config: TrainConfig) -> str:

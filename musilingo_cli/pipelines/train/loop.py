@@ -28,7 +28,7 @@ from musilingo_cli.core.console import stderr, warn
 from musilingo_cli.core.errors import ConfigError, MusilingoError
 from musilingo_cli.data.datasets import check_missing, load_examples
 from musilingo_cli.pipelines.train.checkpoints import _resume, _save, resume_plan
-from musilingo_cli.pipelines.train.config import TrainConfig, TrainResult
+from musilingo_cli.pipelines.train.config import TrainConfig, TrainResult, check_inputs
 from musilingo_cli.pipelines.train.data_source import DataOrder, _feature_source
 from musilingo_cli.pipelines.train.distributed import _barrier, _from_rank0, _reduce_mean, setup_distributed
 from musilingo_cli.pipelines.train.engine import (
@@ -91,8 +91,7 @@ def _run(config: TrainConfig, dist_info, out: Path, tag: str | None) -> TrainRes
     rank0 = dist_info.rank == 0
     _seed_everything(config.seed + dist_info.rank)
 
-    if not config.data:
-        raise ConfigError("no training data: pass --data FILE (one or more) or set data: in --config")
+    check_inputs(config)
     loaded = load_examples(config.data, config.audio_dir, config.format, config.split)
     check_missing(
         len(loaded.missing), loaded.total, config.max_missing_fraction, loaded.missing[0] if loaded.missing else None

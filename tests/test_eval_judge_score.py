@@ -176,3 +176,22 @@ def test_sdd_judge_sees_every_caption_of_the_track(tmp_path, wordnet):
     [track_1005] = [text for text in sent if "a calm piano piece\n</candidate>" in text]
     assert f"1. {ROWS[0][2]}\n2. {ROWS[1][2]}\n</references>" in track_1005
     assert report.systems[0].scores["cider_d"] is not None
+
+
+def test_an_unreachable_judge_is_one_line_before_any_scoring(tmp_path, wordnet):
+    from train_helpers import free_port
+
+    result = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "--predictions",
+            str(_files(tmp_path)),
+            "--no-bertscore",
+            "--judge-model",
+            "judge-test",
+            "--judge-base-url",
+            f"http://127.0.0.1:{free_port()}/v1",  # nothing listens there
+        ],
+    )
+    assert result.exit_code == 1 and "cannot reach http://127.0.0.1:" in str(result.exception), result.output

@@ -106,6 +106,15 @@ def test_upload_ask_and_follow_up_in_the_browser(browser, served, tmp_path):
     assert second.startswith("assistant:") and len(second) > len("assistant:")
     assert len(browser.find_elements(By.CSS_SELECTOR, "#log li.user")) == 2
 
+    # a new conversation about the same song: choosing the same file again must be seen by the page
+    browser.find_element(By.ID, "new").click()
+    browser.find_element(By.ID, "audio").send_keys(str(song))
+    wait.until(lambda d: "song.wav" in d.find_element(By.ID, "audio-status").text)
+    browser.find_element(By.ID, "question").send_keys(QUESTION)
+    browser.find_element(By.ID, "ask").click()
+    wait.until(lambda d: len(answers(d)) == 1)
+    assert answers(browser) == ["assistant:" + records[0]["answer"]]
+
 
 @pytest.mark.skipif(not HAVE_FFMPEG, reason="a recording is webm/opus, which needs ffmpeg to decode")
 def test_record_with_the_microphone_then_ask(browser, served):

@@ -80,8 +80,10 @@ def test_sdd_needs_its_csv_and_the_standard_profile(tmp_path):
     answers = write_jsonl(tmp_path / "a.jsonl", [{"id": "1005", "answer": "x"}])
     with pytest.raises(ConfigError, match="song_describer.csv"):
         run(EvalConfig(predictions=[answers], split="sdd"))
+    csv_file = tmp_path / "x.csv"
+    csv_file.write_text("caption_id,track_id,caption\n1,1005,a calm piece\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="standard profile"):
-        run(EvalConfig(predictions=[answers], split="sdd", data=tmp_path / "x.csv", profile="musilingo-paper"))
+        run(EvalConfig(predictions=[answers], split="sdd", data=csv_file, profile="musilingo-paper"))
     bad = tmp_path / "bad.csv"
     bad.write_text("track_id,text\n1,a\n", encoding="utf-8")
     with pytest.raises(DataError, match="caption"):

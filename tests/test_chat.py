@@ -13,7 +13,7 @@ from serve_helpers import tiny_checkpoint
 from typer.testing import CliRunner
 
 from musilingo_cli.cli import app
-from musilingo_cli.core.errors import ConfigError
+from musilingo_cli.core.errors import AudioError, ConfigError
 from musilingo_cli.model.context import PromptTooLong
 from musilingo_cli.model.generation import GenerationSettings, postprocess
 from musilingo_cli.model.live_batch import embed_rows
@@ -188,8 +188,17 @@ def test_serve_and_chat_refuse_a_missing_model(tmp_path):
     assert done.returncode == 2, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "--model" in lines[0] and "Traceback" not in done.stderr
-    result = CliRunner().invoke(app, ["chat", str(tmp_path / "song.wav")])
+    song = tmp_path / "song.wav"
+    write_music(song, 2, 24000, seed=1)
+    result = CliRunner().invoke(app, ["chat", str(song)])
     assert result.exit_code != 0 and isinstance(result.exception, ConfigError) and "--model" in str(result.exception)
+
+
+def test_chat_refuses_a_missing_file_before_any_model_is_looked_for(tmp_path):
+    missing = tmp_path / "nope.wav"
+    result = CliRunner().invoke(app, ["chat", str(missing), "--model", str(tmp_path / "no-such-run")])
+    assert result.exit_code != 0 and isinstance(result.exception, AudioError), result.output
+    assert str(result.exception).startswith(f"{missing}: no such file; check the path")
 
 
 def test_add_puts_a_second_file_in_the_next_turn_and_audio_switches(tiny, tmp_path):
@@ -233,3 +242,13 @@ def test_save_into_a_missing_folder_names_the_users_file_and_the_fix(tiny, tmp_p
         "or choose another path"
     ], done.stderr
     assert ".tmp" not in done.stderr
+
+
+def test_save_onto_a_folder_names_the_users_path_not_a_temporary_file(tmp_path):
+    from musilingo_cli.core.errors import os_error_message
+    from musilingo_cli.core.journal import atomic_write_text
+
+    with pytest.raises(IsADirectoryError) as caught:
+        atomic_write_text(tmp_path, "{}")
+    assert os_error_message(caught.value) == f"{tmp_path}: Is a directory; that is a folder: give a file name inside it"
+    assert [p.name for p in tmp_path.parent.iterdir() if p.name.endswith(".tmp")] == []

@@ -68,7 +68,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp
         with tmp.open("rb+") as f:
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as err:  # e.g. a folder at `path`: name the user's file, not our temporary one
+            raise type(err)(err.errno, err.strerror, str(path)) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -86,7 +89,10 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         shutil.rmtree(path, ignore_errors=True)
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as err:  # e.g. a folder at `path`: name the user's file, not our temporary one
+            raise type(err)(err.errno, err.strerror, str(path)) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -64,9 +64,16 @@ def check_readable(item: Item) -> None:
     """Raise AudioError (one line: what is wrong and the fix) unless the item's audio decodes. For a
     run of one file without an output file, so that a typo is said at once, before any model loads,
     instead of as an error record. Decodes at most the first second."""
-    if not Path(item.source).exists():
-        raise AudioError(f"{item.audio}: no such file; check the path (a relative path starts in {Path.cwd()})")
-    read_audio(item.source, 16000, max_seconds=1.0)
+    check_audio_file(item.audio, item.source)
+
+
+def check_audio_file(audio: str, source: str | None = None) -> None:
+    """Raise AudioError (one line) unless `source` (default: `audio`, the path as the user gave it)
+    exists and its first second decodes; for commands about one file (ask, chat) before a model loads."""
+    source = source or audio
+    if not Path(source).exists():
+        raise AudioError(f"{audio}: no such file; check the path (a relative path starts in {Path.cwd()})")
+    read_audio(source, 16000, max_seconds=1.0)
 
 
 def _audio_under(directory: Path) -> list[str]:

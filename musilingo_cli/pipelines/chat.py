@@ -32,6 +32,7 @@ from musilingo_cli.core.console import stderr, warn
 from musilingo_cli.core.errors import AudioError, ConfigError, MusilingoError, os_error_message
 from musilingo_cli.core.journal import atomic_write_text
 from musilingo_cli.data.batching import encode_clips, min_samples, prepare_clip
+from musilingo_cli.data.inputs import check_audio_file
 from musilingo_cli.model.config import AUDIO_HERE, AUDIO_SLOT
 from musilingo_cli.model.context import check_prompt, context_length
 from musilingo_cli.model.generation import GenerationSettings
@@ -283,6 +284,7 @@ def run(config: ChatConfig, model=None) -> int:
     from musilingo_cli.pipelines.ask import resolve_and_load
 
     check_template(config.template)
+    check_audio_file(config.audio)  # a typo is one line before a model (maybe gigabytes) loads
     _, model = resolve_and_load(config, model)
     settings = GenerationSettings.from_preset(config.preset, max_new_tokens=config.max_new_tokens)
     engine = Engine(model, max_batch=1)

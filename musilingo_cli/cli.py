@@ -45,6 +45,17 @@ def _flags_show_no_type() -> None:
 
 _flags_show_no_type()
 
+
+def _wide_help_when_piped() -> None:
+    """Help piped into a pager, a file or a test is 80 columns in rich, which cuts long option names
+    (`--gradient-checkpoin…`); 120 fits them all. A terminal keeps its width; COLUMNS and
+    TERMINAL_WIDTH still win."""
+    import typer.rich_utils as rich_utils
+
+    if rich_utils.MAX_WIDTH is None and "COLUMNS" not in os.environ and not sys.stdout.isatty():
+        rich_utils.MAX_WIDTH = 120
+
+
 # Locals can hold API keys: never show them in tracebacks.
 app = typer.Typer(
     name="musilingo",
@@ -169,6 +180,8 @@ def main(argv: list[str] | None = None) -> None:
     verbose = verbose or any(os.environ.get(name, "") not in ("", "0") for name in _DEBUG_ENV)
     if not verbose:
         quiet_libraries()
+    if "--help" in args or "-h" in args:
+        _wide_help_when_piped()
     try:
         code = app(args=args, prog_name="musilingo", standalone_mode=False)  # Ctrl-C returns 130 here
         if isinstance(code, int) and code:

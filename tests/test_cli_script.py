@@ -212,3 +212,11 @@ def test_ask_chat_and_serve_share_the_model_and_device_options():
 
     SHARED = ("--model", "--device", "--dtype", "--encoder-dtype")
     assert option_lines("ask") == option_lines("chat") == option_lines("serve")
+
+
+@pytest.mark.parametrize("sub", ["train", "make-mi", "ask"])
+def test_piped_help_is_wide_enough_for_every_option_name(sub):
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "TERMINAL_WIDTH", "MUSILINGO_DEBUG")}
+    done = subprocess.run([str(SCRIPT), sub, "--help"], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "…" not in done.stdout, done.stdout  # rich's 80-column default cut --gradient-checkpoin…

@@ -1,7 +1,7 @@
 """Proof that a model trained with musilingo listens: real music, a real pretrained encoder and a
 real LLM, end to end, offline, on CPU.
 
-    python benchmarks/real_signal.py                    # the full set (about 10 min on 2 quiet cores)
+    python benchmarks/real_signal.py                    # the full set (4.5 min on 2 quiet cores)
     python benchmarks/real_signal.py --silence          # the same pipeline with every clip silent
 
 Data (benchmarks/real_signal_set.py): Bach chorales and fiddle tunes (reel, jig, hornpipe) from the
@@ -270,9 +270,9 @@ def _fmt(value) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/real-signal"))
-    parser.add_argument("--per-kind", type=int, default=8, help="pieces per kind (4 kinds; a quarter held out)")
-    parser.add_argument("--renders", type=int, default=4, help="renderings per piece")
-    parser.add_argument("--steps", type=int, default=72, help="optimizer steps")
+    parser.add_argument("--per-kind", type=int, default=12, help="pieces per kind (4 kinds; a quarter held out)")
+    parser.add_argument("--renders", type=int, default=6, help="renderings per piece")
+    parser.add_argument("--steps", type=int, default=200, help="optimizer steps")
     parser.add_argument("--micro-batch", type=int, default=4, help="examples per optimizer step")
     parser.add_argument("--lr", type=float, default=5e-2, help="peak learning rate (cosine to a tenth of it)")
     parser.add_argument("--warmup", type=int, default=4, help="warm-up steps")

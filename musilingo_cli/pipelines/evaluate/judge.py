@@ -11,7 +11,7 @@ import os
 import string
 from typing import Any
 
-from musilingo_cli.pipelines.chat_access import api_key_source, read_api_key
+from musilingo_cli.pipelines.chat_access import api_key_source, preflight, read_api_key
 from musilingo_cli.pipelines.chat_api import ChatClient, ChatSettings, RetriesExhausted
 from musilingo_cli.pipelines.chat_parsing import UnparseableReply
 from musilingo_cli.pipelines.evaluate.choice_rules import ChoiceItem
@@ -44,6 +44,29 @@ def _validator(count: int):
     return validate
 
 
+def judge_settings(model: str, base_url: str | None, **overrides: Any) -> ChatSettings:
+    """The judges' client settings (this MC judge and judge_score's): `--judge-base-url`, else
+    $OPENAI_BASE_URL, else OpenAI; the key from the environment only; greedy, seeded, short replies."""
+    key = read_api_key(None)
+    return ChatSettings(
+        model=model,
+        base_url=base_url or os.environ.get("OPENAI_BASE_URL") or None,
+        api_key=key,
+        key_source=api_key_source(None, key),
+        temperature=0.0,
+        seed=0,
+        max_tokens=64,
+        **overrides,
+    )
+
+
+def check_judge(model: str, base_url: str | None) -> None:
+    """Raise ChatAPIError (one line, nothing sent) when the judge's server cannot be reached or the
+    default OpenAI API has no key: said before any scoring, not as every item failing."""
+    settings = judge_settings(model, base_url)
+    preflight(settings.base_url, settings.api_key, timeout=10.0)
+
+
 def judge_choices(
     items: list[ChoiceItem], outputs: list[str | None], model: str, base_url: str | None
 ) -> dict[str, Any]:
@@ -52,16 +75,7 @@ def judge_choices(
 
     Returns {"model", "prompt", "accuracy", "unanswered", "failed", "n"} (accuracy a fraction of all
     items). Raises ChatAPIError for faults a retry cannot fix (bad key, model or URL)."""
-    key = read_api_key(None)
-    settings = ChatSettings(
-        model=model,
-        base_url=base_url or os.environ.get("OPENAI_BASE_URL") or None,
-        api_key=key,
-        key_source=api_key_source(None, key),
-        temperature=0.0,
-        seed=0,
-        max_tokens=64,
-    )
+    settings = judge_settings(model, base_url)
     correct = unanswered = failed = 0
     with ChatClient(settings, rng_seed=0) as client:
         for item, output in zip(items, outputs):

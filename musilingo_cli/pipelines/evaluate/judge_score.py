@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from typing import Any
 
-from musilingo_cli.pipelines.chat_access import api_key_source, read_api_key
-from musilingo_cli.pipelines.chat_api import ChatClient, ChatSettings, RetriesExhausted
+from musilingo_cli.pipelines.chat_api import ChatClient, RetriesExhausted
 from musilingo_cli.pipelines.chat_parsing import UnparseableReply
+from musilingo_cli.pipelines.evaluate.judge import judge_settings
 from musilingo_cli.pipelines.make_mi.prompts import Prompt, load_prompt
 
 PROMPT_NAME = "eval_judge_score_v1"  # prompts/<name>.txt; a new rubric is a new version, never an edit
@@ -79,18 +78,7 @@ def judge_scores(
     Raises ChatAPIError for faults a retry cannot fix (bad key, model or URL).
     """
     prompt = score_prompt()
-    key = read_api_key(None)
-    settings = ChatSettings(
-        model=model,
-        base_url=base_url or os.environ.get("OPENAI_BASE_URL") or None,
-        api_key=key,
-        key_source=api_key_source(None, key),
-        temperature=0.0,
-        seed=0,
-        max_tokens=64,
-        max_retries=RETRIES,
-        retry_base=RETRY_BASE,
-    )
+    settings = judge_settings(model, base_url, max_retries=RETRIES, retry_base=RETRY_BASE)
 
     def one(index: int) -> tuple[int | None, str]:
         """(score, outcome): outcome "scored", "empty", "unparseable" or "failed"."""

@@ -10,12 +10,10 @@ markdown, CSV, JSON).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from musilingo_cli.core.console import progress
 from musilingo_cli.core.errors import ConfigError, DataError
-from musilingo_cli.pipelines.chat_access import preflight, read_api_key
 from musilingo_cli.pipelines.evaluate import metrics
 from musilingo_cli.pipelines.evaluate.answering import answer_items
 from musilingo_cli.pipelines.evaluate.choice import ChoiceReport, run_choice
@@ -29,6 +27,7 @@ from musilingo_cli.pipelines.evaluate.config import (
     EvalReport,
     SystemResult,
 )
+from musilingo_cli.pipelines.evaluate.judge import check_judge
 from musilingo_cli.pipelines.evaluate.judge_score import judge_scores
 from musilingo_cli.pipelines.evaluate.pairing import floor_references, pair
 from musilingo_cli.pipelines.evaluate.readers import (
@@ -91,7 +90,7 @@ def run(config: EvalConfig) -> EvalReport | ChoiceReport:
     Multiple-choice splits (muchomusic, mmau[-music], mmar[-music]) return a ChoiceReport (choice.py)."""
     check_inputs(config)
     if config.judge_model:  # an unreachable judge or a missing key is one line before any work, not N failed items
-        preflight(config.judge_base_url or os.environ.get("OPENAI_BASE_URL"), read_api_key(None), timeout=10.0)
+        check_judge(config.judge_model, config.judge_base_url)
     if config.split in CHOICE_SPLITS:
         report = run_choice(config, _answers_split(config))
         _write_output(report, config)

@@ -151,3 +151,32 @@ def test_forked_workers_read_wordnet_on_their_own_files(wordnet):
     alone = metrics.score_rows([preds], refs, "standard", workers=1)[0]
     forked = metrics.score_rows([preds], refs, "standard", workers=2)[0]
     assert forked.scores == alone.scores
+
+
+def test_english_wordnet_equals_nltk_reader(wordnet):
+    """The fast load builds NLTK's own lemma index, satellites and exceptions, and `synonym_names`
+    reads the same lemma names as NLTK's Synset objects (markers such as "galore(ip)" stripped)."""
+    import warnings
+
+    import nltk
+    from nltk.corpus.reader.wordnet import WordNetCorpusReader
+
+    from musilingo_cli.pipelines.evaluate.metric_kernels import synonym_names
+    from musilingo_cli.pipelines.evaluate.nltk_data import wordnet_reader
+
+    fast = wordnet_reader()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plain = WordNetCorpusReader(nltk.data.find("corpora/wordnet"), None)
+    assert dict(fast._lemma_pos_offset_map) == dict(plain._lemma_pos_offset_map)
+    assert fast.satellite_offsets == plain.satellite_offsets and fast._exception_map == plain._exception_map
+    words = {w for caption in CAPTIONS for w in caption.replace(".", " ").replace(",", " ").split()}
+    words |= {"galore", "outback", "better", "geese", "ran", "Trumpets", "hot_dog", "used_to", "xyzzy"}
+
+    def nltk_names(word):
+        names = (lemma.name() for synset in plain.synsets(word) for lemma in synset.lemmas())
+        return tuple(dict.fromkeys(name for name in names if "_" not in name))
+
+    for word in sorted(words):
+        assert synonym_names(fast, word) == nltk_names(word), word
+    assert "galore" in synonym_names(fast, "galore") and synonym_names(fast, "xyzzy") == ()

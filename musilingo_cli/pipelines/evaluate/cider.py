@@ -17,7 +17,8 @@ tests/test_metric_engine.py checks it against `cider_d` float for float.
 
 from __future__ import annotations
 
-from collections import defaultdict
+import math
+from collections import Counter
 
 from musilingo_cli.pipelines.evaluate.metric_kernels import _word_tokenize
 
@@ -61,6 +62,13 @@ def cider_d(predictions: list[str], references: list[list[str]]) -> tuple[float 
     return float(score), [float(s) for s in scores]
 
 
+def reference_ngrams(text: str, n: int = 4) -> set[tuple]:
+    """The distinct n-grams (orders 1..n) of one text in cider_text form: pycocoevalcap's `precook` keys."""
+    from pycocoevalcap.cider.cider_scorer import precook  # lazy: numpy stays out of `musilingo --help`
+
+    return set(precook(text, n))
+
+
 class CiderD:
     """pycocoevalcap `CiderScorer` (n 4, sigma 6) against fixed references, scored item by item.
 
@@ -72,19 +80,32 @@ class CiderD:
     """
 
     def __init__(self, references: list[list[str]], n: int = 4, sigma: float = 6.0) -> None:
+        counts: Counter = Counter()
+        for refs in references:  # compute_doc_freq: each item counts an n-gram once
+            counts.update({ngram for ref in refs for ngram in reference_ngrams(ref, n)})
+        self._setup(counts, len(references), n, sigma)
+
+    @classmethod
+    def from_counts(cls, counts: dict[tuple, int], items: int, n: int = 4, sigma: float = 6.0) -> CiderD:
+        """The scorer for `items` items whose document frequencies were counted elsewhere (e.g. in
+        parts by several workers): counts[ngram] = how many items' references contain it. Equal to
+        `CiderD(references)` when counted from the same references (the frequencies are integers)."""
+        scorer = cls.__new__(cls)
+        scorer._setup(counts, items, n, sigma)
+        return scorer
+
+    def _setup(self, counts: dict[tuple, int], items: int, n: int, sigma: float) -> None:
         import numpy as np  # lazy: numpy stays out of `musilingo --help`
 
         self._np, self.n, self.sigma = np, n, sigma
         self._counts: dict[str, dict] = {}
         self._vectors: dict[str, tuple] = {}
         self._logs: dict[float, object] = {}
-        self._idfs: dict[tuple, object] = {}
+        self._idfs: dict[tuple, float] = {}
         self._penalties: dict[float, float] = {}
-        self.document_frequency: dict[tuple, float] = defaultdict(float)
-        for refs in references:  # compute_doc_freq
-            for ngram in {ngram for ref in refs for ngram in self._cook(ref)}:
-                self.document_frequency[ngram] += 1
-        self.ref_len = np.log(float(len(references)))
+        # CiderScorer adds 1.0 per item to a float: integer counts as floats are the same values
+        self.document_frequency: dict[tuple, float] = {ngram: float(count) for ngram, count in counts.items()}
+        self.ref_len = np.log(float(items))
 
     def _cook(self, text: str) -> dict:
         found = self._counts.get(text)
@@ -94,15 +115,17 @@ class CiderD:
             found = self._counts[text] = precook(text, self.n)
         return found
 
-    def _idf(self, ngram: tuple):
-        """`self.ref_len - np.log(max(1.0, document_frequency[ngram]))`, as counts2vec computes it."""
+    def _idf(self, ngram: tuple) -> float:
+        """`self.ref_len - np.log(max(1.0, document_frequency[ngram]))`, as counts2vec computes it (the
+        float64 result as a Python float: the products and sums below are then the same IEEE double
+        operations as numpy's scalar ones, without numpy's per-scalar cost)."""
         found = self._idfs.get(ngram)
         if found is None:
             frequency = max(1.0, self.document_frequency.get(ngram, 0.0))
             log_df = self._logs.get(frequency)
             if log_df is None:
                 log_df = self._logs[frequency] = self._np.log(frequency)
-            found = self._idfs[ngram] = self.ref_len - log_df
+            found = self._idfs[ngram] = float(self.ref_len - log_df)
         return found
 
     def _vector(self, text: str) -> tuple:
@@ -113,13 +136,15 @@ class CiderD:
         vec: list[dict] = [{} for _ in range(self.n)]
         length = 0
         norm = [0.0 for _ in range(self.n)]
+        idfs = self._idfs
         for ngram, term_freq in self._cook(text).items():
             k = len(ngram) - 1
-            value = vec[k][ngram] = float(term_freq) * self._idf(ngram)
+            idf = idfs.get(ngram)
+            value = vec[k][ngram] = float(term_freq) * (idf if idf is not None else self._idf(ngram))
             norm[k] += pow(value, 2)
             if k == 1:  # CiderScorer's `length` counts bigrams (its `n == 1` test on the 0-based order)
                 length += term_freq
-        found = self._vectors[text] = (vec, [self._np.sqrt(x) for x in norm], length)
+        found = self._vectors[text] = (vec, [math.sqrt(x) for x in norm], length)  # sqrt: correctly rounded
         return found
 
     def _penalty(self, delta: float) -> float:
@@ -128,27 +153,29 @@ class CiderD:
             found = self._penalties[delta] = self._np.e ** (-(delta**2) / (2 * self.sigma**2))
         return found
 
-    def _sim(self, hyp: tuple, ref: tuple):
+    def _sim(self, hyp: tuple, ref: tuple) -> list[float]:
+        """CiderScorer.sim's four values, accumulated in the same order as its float64 array."""
         (vec_hyp, norm_hyp, length_hyp), (vec_ref, norm_ref, length_ref) = hyp, ref
-        delta = float(length_hyp - length_ref)
-        val = self._np.array([0.0 for _ in range(self.n)])
+        penalty = self._penalty(float(length_hyp - length_ref))
+        val = [0.0] * self.n
         for k in range(self.n):
             other = vec_ref[k]
+            total = 0.0
             for ngram, value in vec_hyp[k].items():
                 theirs = other.get(ngram, 0.0)
-                val[k] += min(value, theirs) * theirs
+                total += min(value, theirs) * theirs
             if (norm_hyp[k] != 0) and (norm_ref[k] != 0):
-                val[k] /= norm_hyp[k] * norm_ref[k]
-            val[k] *= self._penalty(delta)
+                total /= norm_hyp[k] * norm_ref[k]
+            val[k] = total * penalty
         return val
 
     def item(self, prediction: str, refs: list[str]) -> float:
         """CIDEr-D of `prediction` against one item's `refs` (all in cider_text form), in [0, 10]."""
         hyp = self._vector(prediction)
-        score = self._np.array([0.0 for _ in range(self.n)])
+        score = [0.0] * self.n
         for ref in refs:
-            score += self._sim(hyp, self._vector(ref))
-        score_avg = self._np.mean(score)
+            score = [a + b for a, b in zip(score, self._sim(hyp, self._vector(ref)))]
+        score_avg = self._np.mean(self._np.array(score))  # numpy's summation order, as compute_cider
         score_avg /= len(refs)
         score_avg *= 10.0
         return float(score_avg)

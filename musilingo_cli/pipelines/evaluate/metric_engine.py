@@ -7,17 +7,18 @@ work removed. Numbers are identical to the plain loop, bit for bit (tests/test_m
 - BLEU (standard): one sacrebleu corpus pass at order 4 per row; BLEU-1..3 come from the same
   n-gram counts through sacrebleu's own `BLEU.compute_bleu` (what `corpus_score` calls at order n).
 - CIDEr-D (standard): cider.CiderD, pycocoevalcap's arithmetic with the document frequencies
-  computed once for all rows and each text's vector once per worker.
+  counted once for all rows (in parts, by the tokenising workers) and each text's vector once per worker.
 - METEOR: NLTK's `meteor_score` with Porter stems and WordNet synonyms looked up once per word
   (pure functions of the word; its WordNet step is shown only the synonyms present in the
-  reference, the only ones it can match); WordNet is read without NLTK's WordNet-3.0-to-3.0 offset
-  map for the multilingual OMW data, which English lookups never read (nltk_data.wordnet_reader).
+  reference, the only ones it can match); WordNet loads from whole files and synonyms are read from
+  the synsets' data lines (english_wordnet.EnglishWordNet: NLTK's index and names, checked equal).
 - ROUGE-L: rouge_score's tokenizer once per string (its Porter stemmer memoised per word); the LCS
   length by the bit-parallel algorithm, then rouge_score's own precision/recall/F arithmetic
   (metric_kernels.rouge_l).
 - Character BLEU (musilingo-paper): NLTK's sentence BLEU arithmetic with both weight vectors at
   once and each string's character n-gram counts computed once (char_bleu).
-- Items are split across all cores with forked workers (the parent's loaded WordNet is shared).
+- Items are split across all cores with forked workers (the parent's loaded WordNet is shared), each
+  item's pairs of all rows together, so a worker prepares each reference once.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ import multiprocessing
 import os
 import sys
 import warnings
+from collections import Counter
 
-from musilingo_cli.pipelines.evaluate.cider import CiderD, cider_text
+from musilingo_cli.pipelines.evaluate.cider import CiderD, cider_text, reference_ngrams
 from musilingo_cli.pipelines.evaluate.metric_kernels import (  # noqa: F401  (lcs_length, char_bleu: public here too)
     _CharGrams,
     _MemoStemmer,
@@ -66,13 +68,21 @@ def _tokenizers(profile: str):
     return meteor_tok, lambda text: rouge_tokenize.tokenize(text, memo)
 
 
-def _tokenize_range(bounds: tuple[int, int]) -> list[tuple]:
-    """(METEOR tokens, ROUGE tokens[, CIDEr-D text for the standard profile]) of strings[start:stop]."""
+def _tokenize_range(bounds: tuple[int, int]) -> tuple[list[tuple], Counter | None]:
+    """(METEOR tokens, ROUGE tokens[, CIDEr-D text for the standard profile]) of strings[start:stop], and
+    (standard) CIDEr-D's document-frequency counts of the references among them (cider.CiderD.from_counts)."""
     meteor_tok, rouge_tok = _tokenizers(_JOB["profile"])
     texts = _JOB["items"][bounds[0] : bounds[1]]
-    if _JOB["profile"] == "standard":  # cider_text tokenises the lower-cased text (punkt sees case)
-        return [(meteor_tok(text), rouge_tok(text), cider_text(text, meteor_tok)) for text in texts]
-    return [(meteor_tok(text), rouge_tok(text)) for text in texts]
+    if _JOB["profile"] != "standard":
+        return [(meteor_tok(text), rouge_tok(text)) for text in texts], None
+    # cider_text tokenises the lower-cased text (punkt sees case)
+    rows = [(meteor_tok(text), rouge_tok(text), cider_text(text, meteor_tok)) for text in texts]
+    counts: Counter = Counter()
+    copies = _JOB["reference_copies"]  # a reference string may stand for several items
+    for text, row in zip(texts, rows):
+        if text in copies:
+            counts.update(dict.fromkeys(reference_ngrams(row[2]), copies[text]))
+    return rows, counts
 
 
 def _stems_range(bounds: tuple[int, int]) -> list[str]:
@@ -222,30 +232,37 @@ def _per_pair(
         _JOB.update(profile=profile, rows=rows, references=references)
         strings = list(dict.fromkeys([*references, *(p for row in rows for p in row)]))
         _JOB["items"] = strings
+        _JOB["reference_copies"] = Counter(references)
         standard = profile == "standard"
         if _parallel(workers, len(strings)):
             with multiprocessing.get_context("fork").Pool(workers) as pool:
                 pending = pool.map_async(_tokenize_range, _bounds(len(strings), workers * 4))
                 stats = pool.map_async(_bleu_range, _bounds(len(references), workers * 2)) if standard else None
                 wordnet_reader()  # loaded here meanwhile; later forks share it
-                tokenized = [row for chunk in pending.get() for row in chunk]
+                chunks = pending.get()
                 bleu_parts = stats.get() if standard else None
         else:
-            tokenized = _tokenize_range((0, len(strings)))
+            chunks = [_tokenize_range((0, len(strings)))]
             bleu_parts = [_bleu_range((0, len(references)))] if standard else None
             wordnet_reader()
-        tokens = dict(zip(strings, tokenized))
-        # CIDEr-D's document frequencies: from the references, once for every row
-        cider = CiderD([[tokens[r][2]] for r in references]) if standard else None
+        tokens = dict(zip(strings, [row for rows, _ in chunks for row in rows]))
+        cider = None
+        if standard:  # CIDEr-D's document frequencies: from the references, once for every row
+            frequencies: Counter = Counter()
+            for _, counts in chunks:
+                frequencies.update(counts)
+            cider = CiderD.from_counts(frequencies, len(references))
         words = sorted({w.lower() for meteor_tokens, *_ in tokens.values() for w in meteor_tokens})
         stems = dict(zip(words, _map(_stems_range, words, 1)))
         # METEOR's WordNet step looks up the stems of the hypothesis words (the stem step's leftovers)
         hyp_stems = sorted({stems[w.lower()] for row in rows for p in row for w in tokens[p][0]})
         looked_up = _map(_synonyms_range, hyp_stems, workers)
         synonyms = {word: names for word, names in zip(hyp_stems, looked_up) if names is not None}
-        pairs = [(p, r) for row in rows for p, r in zip(row, references)]
+        # item by item, every row's pair together: a worker then prepares each reference once for all rows
+        pairs = [(row[i], reference) for i, reference in enumerate(references) for row in rows]
         values = _map(_pairs_range, pairs, workers, tokens=tokens, stems=stems, synonyms=synonyms, cider=cider)
-        return values, (_bleu_from_stats(bleu_parts) if standard and references else None)
+        by_row = [value for index in range(len(rows)) for value in values[index :: len(rows)]]
+        return by_row, (_bleu_from_stats(bleu_parts) if standard and references else None)
     finally:
         _JOB.clear()
 

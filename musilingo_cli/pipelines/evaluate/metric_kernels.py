@@ -6,6 +6,7 @@ each string's n-gram counts computed once. tests/test_metric_engine.py checks ea
 from __future__ import annotations
 
 import math
+import operator
 from collections import Counter
 from fractions import Fraction
 
@@ -117,7 +118,12 @@ class _Synonyms:
 
 def synonym_names(reader, word: str) -> tuple[str, ...]:
     """The distinct lemma names without "_" over `reader.synsets(word)`: exactly the set METEOR's
-    `_enum_wordnetsyn_match` builds from them (it drops names with "_" itself)."""
+    `_enum_wordnetsyn_match` builds from them (it drops names with "_" itself). Read from the synsets'
+    data lines where the reader can (english_wordnet.EnglishWordNet), else through Synset objects."""
+    fast = getattr(reader, "synonym_names", None)
+    found = fast(word) if fast is not None else None
+    if found is not None:
+        return found
     names = dict.fromkeys(
         lemma.name() for synset in reader.synsets(word) for lemma in synset.lemmas() if lemma.name().find("_") < 0
     )
@@ -195,7 +201,10 @@ class _CharGrams(dict):
     yields tuples of characters; a slice of n characters stands for the same n-gram)."""
 
     def __missing__(self, text: str) -> list[Counter]:
-        value = self[text] = [Counter(text[i : i + n] for i in range(len(text) - n + 1)) for n in (1, 2, 3, 4)]
+        # the n-grams at each position, built from the (n-1)-grams (map stops at the shorter input)
+        two = list(map(operator.add, text, text[1:]))
+        three = list(map(operator.add, two, text[2:]))
+        value = self[text] = [Counter(text), Counter(two), Counter(three), Counter(map(operator.add, three, text[3:]))]
         return value
 
 
@@ -207,10 +216,12 @@ def char_bleu(reference: str, prediction: str, grams: _CharGrams) -> tuple[float
     from nltk.translate.bleu_score import SmoothingFunction, brevity_penalty
 
     hyp, ref = grams[prediction], grams[reference]
-    numerators = [sum(min(count, ref[n].get(gram, 0)) for gram, count in hyp[n].items()) for n in range(4)]
+    # clipped counts summed over the n-grams both strings have (the others add min(count, 0) = 0)
+    numerators = [sum([min(hyp[n][gram], ref[n][gram]) for gram in hyp[n].keys() & ref[n].keys()]) for n in range(4)]
     if numerators[0] == 0:
         return 0.0, 0.0
-    denominators = [max(1, sum(hyp[n].values())) for n in range(4)]
+    # sum(hyp[n].values()): a string of length L has max(0, L - n) n-grams of n + 1 characters
+    denominators = [max(1, len(prediction) - n) for n in range(4)]
     p_n = [Fraction(num, den, _normalize=False) for num, den in zip(numerators, denominators)]
     bp = brevity_penalty(len(reference), len(prediction))
     p_n = SmoothingFunction().method0(p_n, references=[reference], hypothesis=prediction, hyp_len=len(prediction))

@@ -231,24 +231,8 @@ def _load_wordnet() -> None:
     import warnings
 
     import nltk
-    from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
-    class EnglishWordNet(WordNetCorpusReader):
-        """NLTK's reader minus the WordNet-3.0-to-3.0 offset map that NLTK 3.9 builds on every load
-        for the multilingual OMW data (more than half of the load time); English lookups, all
-        METEOR does, never read it."""
-
-        def map_wn(self, version="wordnet"):
-            return None
-
-        def _data_file(self, pos):
-            # NLTK keeps each data file open once read. A worker forked from a process that read one
-            # inherits it with its file offset, shared with its siblings: two workers seeking and
-            # reading at once read each other's lines, and NLTK then finds no synset at an offset
-            # (None, or a warning). Each process opens its own.
-            if getattr(self, "_files_pid", None) != os.getpid():
-                self._data_file_map, self._files_pid = {}, os.getpid()
-            return super()._data_file(pos)
+    from musilingo_cli.pipelines.evaluate.english_wordnet import EnglishWordNet  # lazy: it imports nltk
 
     root = nltk.data.find("corpora/wordnet")
     with warnings.catch_warnings():

@@ -327,3 +327,30 @@ def test_cli_plot_of_caption_scores_against_the_floor(tmp_path, wordnet):
     )
     assert result.exit_code == 0, result.output
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(
+    ("option", "name", "message"),
+    [
+        ("--plot", ".", "is a folder: give a file name in it"),
+        ("--plot", "scores", "give a picture file name ending in .png"),
+        ("--plot", "missing/scores.png", "does not exist; create it first"),
+        ("--output", ".", "is a folder: give a file name in it"),
+        ("--output", "missing/out.md", "does not exist; create it first"),
+    ],
+)
+def test_cli_refuses_an_unwritable_plot_or_output_before_scoring(tmp_path, monkeypatch, capsys, option, name, message):
+    """Through the console script (its error policy): one line on stderr, exit 2, nothing scored or written."""
+    import sys
+
+    from musilingo_cli.cli import main
+
+    refs = musicqa_json(tmp_path / "EvalMusicQA.json")
+    answers = _answers(tmp_path / "a.jsonl", ["The audio is rock."] * len(MUSICQA_EXCERPT))
+    args = ["eval", "-p", str(answers), "--references", str(refs), "--no-bertscore", option, str(tmp_path / name)]
+    monkeypatch.setattr(sys, "argv", ["musilingo", *args])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    err = capsys.readouterr().err
+    assert exited.value.code != 0 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not list(tmp_path.glob("*.png")) and not list(tmp_path.glob("*.scores.jsonl"))

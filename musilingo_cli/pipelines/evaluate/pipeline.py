@@ -82,6 +82,27 @@ def check_inputs(config: EvalConfig) -> None:
     for option, path in given:
         if not Path(path).expanduser().exists():
             raise DataError(f"{option} {path}: no such file or folder; check the path")
+    for option, path in (("--output", config.output), ("--plot", config.plot)):
+        if path is not None:
+            _check_writable(option, Path(path))
+    if config.plot is not None:
+        _check_plot_suffix(Path(config.plot))
+
+
+def _check_writable(option: str, path: Path) -> None:
+    """Refuse, before minutes of scoring, an output path that names a folder or lies in a missing one."""
+    if path.is_dir():
+        example = path / ("eval.png" if option == "--plot" else "eval.md")
+        raise ConfigError(f"{option} {path} is a folder: give a file name in it, e.g. {example}")
+    if not path.expanduser().absolute().parent.is_dir():
+        raise ConfigError(f"{option} {path}: the folder {path.parent} does not exist; create it first")
+
+
+def _check_plot_suffix(path: Path) -> None:
+    """matplotlib picks the format from the suffix (and silently appends .png to a name without one)."""
+    known = ("png", "pdf", "svg", "svgz", "jpg", "jpeg", "tif", "tiff", "webp", "eps", "ps")
+    if path.suffix.lower().lstrip(".") not in known:
+        raise ConfigError(f"--plot {path}: give a picture file name ending in .png, .pdf or .svg, e.g. eval.png")
 
 
 def run(config: EvalConfig) -> EvalReport | ChoiceReport:

@@ -59,6 +59,14 @@ def test_a_pickle_with_code_in_an_encoder_or_llm_folder(parts, tmp_path, part):
     _one_line_naming(done, str(trap), "refused", "safetensors")
 
 
+@pytest.mark.parametrize(("encoder", "llm", "named"), [("llm", "mert", "llm"), ("mert", "mert", "mert")])
+def test_swapped_encoder_and_llm_are_named_as_swapped(parts, encoder, llm, named):
+    done = musilingo(
+        "ask", str(parts["song"]), "What genre?", "--encoder", str(parts[encoder]), "--llm", str(parts[llm])
+    )
+    _one_line_naming(done, str(parts[named]), "did you swap --encoder and --llm?")
+
+
 def test_a_pickle_renamed_adapter_safetensors(parts, tmp_path):
     import torch
 

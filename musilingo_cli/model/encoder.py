@@ -87,6 +87,7 @@ def describe_encoder(name_or_path: str) -> EncoderInfo:
     also takes official releases)."""
     directory = resolve_dir(name_or_path, "audio encoder", ENCODER_FILES)
     config = _read_json(directory / "config.json", required=True)
+    _refuse_language_model(config, directory)
     rate, normalize = _preprocessing(directory, config)
     return EncoderInfo(rate, normalize, config["hidden_size"], config["num_hidden_layers"] + 1)
 
@@ -98,6 +99,7 @@ def load_encoder(
     Raises CheckpointError when config and weights disagree or files are missing."""
     directory = resolve_dir(name_or_path, "audio encoder", ENCODER_FILES)
     config_dict = _read_json(directory / "config.json", required=True)
+    _refuse_language_model(config_dict, directory)
     model = _build(config_dict, directory)
     try:
         model.load_state_dict(_read_weights(directory), strict=True)
@@ -106,6 +108,17 @@ def load_encoder(
         raise CheckpointError(f"{directory}: weights do not fit config.json ({detail[:300]})") from None
     rate, normalize = _preprocessing(directory, config_dict)
     return AudioEncoder(model.to(device=device, dtype=dtype), rate, normalize)
+
+
+def _refuse_language_model(config_dict: dict, directory: Path) -> None:
+    """A causal LM given as the encoder (--encoder and --llm swapped) is named as such (CheckpointError),
+    not reported later as weights that do not fit."""
+    language_models = [a for a in config_dict.get("architectures") or [] if a.endswith(("ForCausalLM", "LMHeadModel"))]
+    if language_models:
+        raise CheckpointError(
+            f"{directory} is a language model ({language_models[0]}), not an audio encoder: "
+            "did you swap --encoder and --llm?"
+        )
 
 
 def _build(config_dict: dict, directory: Path) -> nn.Module:

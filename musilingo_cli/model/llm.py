@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 
 from musilingo_cli.core.errors import CheckpointError, ConfigError
@@ -30,11 +33,29 @@ def parse_dtype(name: str | torch.dtype) -> torch.dtype:
         raise CheckpointError(f"unknown dtype {name!r}: use bf16, fp16 or fp32") from None
 
 
+# config.json model types of audio encoders (MERT, HuBERT and kin): given as --llm, --encoder was swapped
+AUDIO_MODEL_TYPES = frozenset({"mert_model", "hubert", "wav2vec2", "wavlm", "data2vec-audio", "unispeech-sat"})
+
+
+def _llm_dir(name_or_path: str, what: str) -> Path:
+    """The resolved LLM directory; CheckpointError when its config.json describes an audio encoder."""
+    directory = resolve_dir(name_or_path, what, LLM_FILES)
+    try:
+        model_type = json.loads((directory / "config.json").read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return directory  # no readable config: transformers says what is missing
+    if model_type in AUDIO_MODEL_TYPES:
+        raise CheckpointError(
+            f"{directory} is an audio encoder ({model_type}), not a language model: did you swap --encoder and --llm?"
+        )
+    return directory
+
+
 def load_tokenizer(name_or_path: str):
     """The LLM's tokenizer, with pad = eos when it has no pad token (as the official code)."""
     from transformers import AutoTokenizer
 
-    directory = resolve_dir(name_or_path, "tokenizer", LLM_FILES)
+    directory = _llm_dir(name_or_path, "tokenizer")
     tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=False)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -77,7 +98,7 @@ def load_llm(
     (8bit | 4bit) loads its linear layers through bitsandbytes, the rest in `dtype`."""
     from transformers import AutoModelForCausalLM
 
-    directory = resolve_dir(name_or_path, "LLM", LLM_FILES)
+    directory = _llm_dir(name_or_path, "LLM")
     extra = {}
     if quantize:
         extra = {"quantization_config": quantization_config(quantize, dtype), "device_map": {"": str(device)}}

@@ -135,3 +135,42 @@ def test_record_with_the_microphone_then_ask(browser, served):
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#log li[data-done]"))
     answer = browser.find_element(By.CSS_SELECTOR, "#log li[data-done]")
     assert answer.get_attribute("class") == "assistant" and answer.text, answer.text
+
+
+def test_a_server_with_an_api_key_asks_for_it_on_the_page(browser, served, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    root, ckpt, _ = served
+    server = start_server(ckpt, env={"MUSILINGO_API_KEY": "sesame"}, log=root / "keyed.log")
+    try:
+        song = tmp_path / "song.wav"
+        write_music(song, 2, 24000, seed=3)
+        browser.get(server.url + "/")
+        wait = WebDriverWait(browser, 120)
+        browser.find_element(By.ID, "audio").send_keys(str(song))
+        wait.until(lambda d: "song.wav" in d.find_element(By.ID, "audio-status").text)
+        browser.find_element(By.ID, "question").send_keys(QUESTION)
+
+        def ask_and_read(key: str | None) -> tuple[str, str]:
+            if key is not None:
+                field = browser.find_element(By.ID, "key")
+                field.clear()
+                field.send_keys(key)
+            count = len(browser.find_elements(By.CSS_SELECTOR, "#log li[data-done]"))
+            browser.find_element(By.ID, "ask").click()
+            wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#log li[data-done]")) > count)
+            last = browser.find_elements(By.CSS_SELECTOR, "#log li[data-done]")[-1]
+            return last.get_attribute("class"), last.text
+
+        assert ask_and_read(None) == (
+            "error",
+            "Error: this server needs an API key: enter it under “API key” and ask again",
+        )
+        assert browser.find_element(By.CSS_SELECTOR, "details").get_attribute("open") is not None
+        kind, text = ask_and_read("wrong")
+        assert kind == "error" and "did not accept this API key" in text
+        kind, text = ask_and_read("sesame")
+        assert kind == "assistant" and text, text
+    finally:
+        server.stop()

@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from musilingo_cli.commands import options
 from musilingo_cli.commands.options import output_format
 from musilingo_cli.core.console import echo
 from musilingo_cli.core.errors import DataError, require_extra
@@ -62,8 +63,8 @@ def command(
     max_new_tokens: Optional[int] = typer.Option(
         None, "--max-new-tokens", help="Answer length limit (default 300, as the official code)."
     ),
-    device: Optional[str] = typer.Option(None, "--device", help="cuda or cpu (default: cuda when available)."),
-    dtype: Optional[str] = typer.Option(None, "--dtype", help="LLM dtype: bf16, fp16 or fp32."),
+    device: Optional[str] = options.DEVICE,
+    dtype: Optional[str] = options.DTYPE,
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Items generated at once."),
     audio_dir: Optional[Path] = typer.Option(None, "--audio-dir", help="Audio of the split (with --model)."),
     answers: Optional[Path] = typer.Option(

@@ -26,6 +26,9 @@ def test_cider_d_averages_over_several_references_and_ignores_case_and_punctuati
 
 def test_cider_text_is_ptb_like():
     assert cider_text("Soft, slow Piano (solo)!", _word_tokenize()) == "soft slow piano solo"
+    # tokenised as written, then lower-cased (PTBTokenizer -lowerCase): "dON't" is one token as written,
+    # whereas "don't" would split into "do n't"
+    assert cider_text("dON't stop.", _word_tokenize()) == "don't stop"
 
 
 def test_cider_d_in_standard_profile_only():

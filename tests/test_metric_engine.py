@@ -127,19 +127,13 @@ EDGE_TEXTS = [
 ]
 
 
-def test_lower_case_treebank_derivation_equals_nltk_word_tokenize():
+def test_memoised_word_tokenize_equals_nltk_word_tokenize():
     from nltk.tokenize import word_tokenize
-
-    from musilingo_cli.pipelines.evaluate import metric_kernels
 
     tokenize = _word_tokenize()
     texts = CAPTIONS + EDGE_TEXTS
-    cased = [tokenize(t) for t in texts]  # fills the memo the lower-case forms are derived from
-    assert cased == [word_tokenize(t) for t in texts]
-    lowered = [t.lower() for t in texts]
-    assert [tokenize(t) for t in lowered] == [word_tokenize(t) for t in lowered]
-    # the lower-case sentence was derived from its cased form, never tokenised itself
-    assert "cannot stop." in metric_kernels._LOWERED and "cannot stop." not in metric_kernels._TREEBANK
+    assert [tokenize(t) for t in texts] == [word_tokenize(t) for t in texts]
+    assert [tokenize(t) for t in texts] == [word_tokenize(t) for t in texts]  # from the memo
 
 
 def test_forked_workers_read_wordnet_on_their_own_files(wordnet):

@@ -4,10 +4,11 @@ pycocoevalcap's `Cider` is CIDEr-D as its authors define it: TF-IDF n-gram vecto
 frequencies from the references of the scored corpus), clipped hypothesis counts, a Gaussian length
 penalty (sigma 6), averaged over the references and scaled by 10. Its value is in [0, 10], not [0, 1].
 
-Tokens: pycocoevalcap's PTBTokenizer runs Stanford CoreNLP (Java). Instead the texts are tokenised the
-way the standard profile tokenises METEOR's input (NLTK `word_tokenize`), lower-cased, and the
-punctuation tokens PTBTokenizer drops (its PUNCTUATIONS list) are dropped, then joined with spaces,
-which is the form `Cider.compute_score` expects.
+Tokens: pycocoevalcap's PTBTokenizer runs Stanford CoreNLP (Java) with `-lowerCase`, which lower-cases
+each token after tokenising the text as written. Instead the texts are tokenised the way the standard
+profile tokenises METEOR's input (NLTK `word_tokenize` on the text as written), each token is
+lower-cased, and the punctuation tokens PTBTokenizer drops (its PUNCTUATIONS list) are dropped, then
+joined with spaces, which is the form `Cider.compute_score` expects.
 
 `CiderD` is the same arithmetic for several rows of predictions against the same references (the
 model's answers and the floor), with what is pure computed once: document frequencies, each distinct
@@ -29,8 +30,13 @@ PUNCTUATIONS = frozenset(
 
 
 def cider_text(text: str, tokenize) -> str:
-    """`text` as space-joined lower-cased tokens without punctuation tokens (PTBTokenizer's output form)."""
-    return " ".join(t for t in tokenize(text.lower()) if t not in PUNCTUATIONS)
+    """`text` in PTBTokenizer's output form: `tokenize(text)`, then cider_form."""
+    return cider_form(tokenize(text))
+
+
+def cider_form(tokens: list[str]) -> str:
+    """Tokens lower-cased one by one (PTBTokenizer's -lowerCase), punctuation tokens dropped, space-joined."""
+    return " ".join(t.lower() for t in tokens if t not in PUNCTUATIONS)
 
 
 def cider_d(predictions: list[str], references: list[list[str]]) -> tuple[float | None, list[float]]:

@@ -30,7 +30,7 @@ import sys
 import warnings
 from collections import Counter
 
-from musilingo_cli.pipelines.evaluate.cider import CiderD, cider_text, reference_ngrams
+from musilingo_cli.pipelines.evaluate.cider import CiderD, cider_form, reference_ngrams
 from musilingo_cli.pipelines.evaluate.metric_kernels import (  # noqa: F401  (lcs_length, char_bleu: public here too)
     _CharGrams,
     _MemoStemmer,
@@ -75,8 +75,8 @@ def _tokenize_range(bounds: tuple[int, int]) -> tuple[list[tuple], Counter | Non
     texts = _JOB["items"][bounds[0] : bounds[1]]
     if _JOB["profile"] != "standard":
         return [(meteor_tok(text), rouge_tok(text)) for text in texts], None
-    # cider_text tokenises the lower-cased text (punkt sees case)
-    rows = [(meteor_tok(text), rouge_tok(text), cider_text(text, meteor_tok)) for text in texts]
+    # CIDEr-D's text lower-cases the METEOR tokens (cider.cider_text: tokenise, then lower-case)
+    rows = [(tokens, rouge_tok(text), cider_form(tokens)) for text in texts for tokens in (meteor_tok(text),)]
     counts: Counter = Counter()
     copies = _JOB["reference_copies"]  # a reference string may stand for several items
     for text, row in zip(texts, rows):

@@ -13,46 +13,26 @@ from fractions import Fraction
 from musilingo_cli.pipelines.evaluate.nltk_data import ensure_punkt
 
 _TREEBANK: dict[str, list[str]] = {}  # sentence -> its Treebank tokens (per process; pure)
-_LOWERED: dict[str, list[str]] = {}  # lower-case form of a sentence -> the lower-cased tokens of that sentence
-_MEMO_LIMIT = 200_000  # sentences kept per process before the memos start afresh
-
-
-def _case_free(sentence: str) -> bool:
-    """True when the Treebank tokenizer provably treats `sentence` and its lower-case form alike.
-
-    NLTKWordTokenizer's regexes either contain no letter or match letters case-insensitively ((?i)),
-    and the classes they use (\\s, \\w, \\d, \\b, punctuation) do not depend on case for ASCII text;
-    its replacements insert only spaces and punctuation around the matched text. The exceptions all
-    involve an apostrophe (ENDING_QUOTES lists 'll|'LL|... case by case). So for an ASCII sentence
-    without an apostrophe, `tokenize(s.lower()) == [t.lower() for t in tokenize(s)]`."""
-    return sentence.isascii() and "'" not in sentence
+_MEMO_LIMIT = 200_000  # sentences kept per process before the memo starts afresh
 
 
 def _treebank(sentence: str) -> list[str]:
-    """NLTK's Treebank step (`_treebank_word_tokenizer.tokenize`) of one sentence, memoised; a lower-case
-    sentence whose cased form was tokenised already is derived from it when `_case_free` proves it equal."""
+    """NLTK's Treebank step (`_treebank_word_tokenizer.tokenize`) of one sentence, memoised."""
     found = _TREEBANK.get(sentence)
     if found is not None:
         return found
-    if _case_free(sentence) and sentence == sentence.lower():
-        found = _LOWERED.get(sentence)
-        if found is not None:
-            return found
     from nltk.tokenize import _treebank_word_tokenizer
 
     if len(_TREEBANK) > _MEMO_LIMIT:
         _TREEBANK.clear()
-        _LOWERED.clear()
     found = _TREEBANK[sentence] = _treebank_word_tokenizer.tokenize(sentence)
-    if _case_free(sentence):
-        _LOWERED.setdefault(sentence.lower(), [token.lower() for token in found])
     return found
 
 
 def _word_tokenize():
     """NLTK's `word_tokenize` (english, preserve_line=False) as its source defines it: punkt sentences,
     then the Treebank tokenizer per sentence, memoised per sentence (`_treebank`: MusicCaps captions
-    repeat about one sentence in eight, and CIDEr-D tokenises each text again in lower case)."""
+    repeat about one sentence in eight)."""
     from nltk.tokenize import sent_tokenize
 
     ensure_punkt()

@@ -2,6 +2,7 @@
 
     python benchmarks/bench_eval.py                       # both profiles, MusicCaps captions
     python benchmarks/bench_eval.py --profile standard --limit 500
+    python benchmarks/bench_eval.py --rounds 3                 # interleaved rounds and the median ratio
 
 Pairs: MusicCaps' training captions as predictions against its `is_audioset_eval` captions as
 references (../shared/data/musiccaps-public.csv), as many pairs as the eval split has (2,858).
@@ -23,6 +24,7 @@ import csv
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -131,6 +133,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", choices=("standard", "musilingo-paper", "both"), default="both")
     parser.add_argument("--limit", type=int, default=None, help="use the first N pairs")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="plain and ours N times, interleaved; each ratio and their median"
+    )
     parser.add_argument("--child", choices=("plain", "ours"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -139,19 +144,30 @@ def main() -> None:
     profiles = ("standard", "musilingo-paper") if args.profile == "both" else (args.profile,)
     print(f"cores: {os.cpu_count()}  python {sys.version.split()[0]}")
     for profile in profiles:
-        base = run_side("plain", profile, args.limit)
-        fast = run_side("ours", profile, args.limit)
-        same = all(fast["scores"].get(k) == v for k, v in base["scores"].items())
-        print(
-            f"{profile:16s} n={base['n']}  plain loop (model row, no floor) {base['seconds']:.2f} s "
-            f"(cpu {base['cpu']:.1f} s)  |  ours (model row + floor) {fast['seconds']:.2f} s "
-            f"(cpu {fast['cpu']:.1f} s)  |  "
-            f"ratio {base['seconds'] / fast['seconds']:.2f}x wall, {base['cpu'] / fast['cpu']:.2f}x cpu  |  "
-            f"identical numbers: {same}  |  load average {os.getloadavg()[0]:.1f}"
-        )
-        if not same:
-            for key, value in base["scores"].items():
-                print(f"  {key}: plain {value!r} ours {fast['scores'].get(key)!r}")
+        ratios = [_round(profile, args.limit) for _ in range(max(1, args.rounds))]
+        if len(ratios) > 1:
+            shown = ", ".join(f"{r:.2f}x" for r in ratios)
+            print(f"{profile:16s} wall ratios {shown}  |  median {statistics.median(ratios):.2f}x")
+
+
+def _round(profile: str, limit: int | None) -> float:
+    """One plain run and one of ours, side by side; prints both and returns plain / ours (wall)."""
+    base = run_side("plain", profile, limit)
+    fast = run_side("ours", profile, limit)
+    same = all(fast["scores"].get(k) == v for k, v in base["scores"].items())
+    ratio = base["seconds"] / fast["seconds"]
+    print(
+        f"{profile:16s} n={base['n']}  plain loop (model row, no floor) {base['seconds']:.2f} s "
+        f"(cpu {base['cpu']:.1f} s)  |  ours (model row + floor) {fast['seconds']:.2f} s "
+        f"(cpu {fast['cpu']:.1f} s)  |  "
+        f"ratio {ratio:.2f}x wall, {base['cpu'] / fast['cpu']:.2f}x cpu  |  "
+        f"identical numbers: {same}  |  load average {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
+    if not same:
+        for key, value in base["scores"].items():
+            print(f"  {key}: plain {value!r} ours {fast['scores'].get(key)!r}")
+    return ratio
 
 
 if __name__ == "__main__":

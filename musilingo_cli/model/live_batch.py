@@ -25,6 +25,7 @@ from __future__ import annotations
 import collections
 import inspect
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -232,10 +233,28 @@ class Engine:
 
     `max_batch` rows decode at once and up to `max_waiting` more wait; beyond that `submit`
     raises QueueFull. Waiting requests join between two steps. `stats` counts what happened.
+
+    `coming` (optional) says how many requests are on their way (their audio still being decoded
+    or encoded by the caller). While some are and the batch has room, the loop holds its rows
+    instead of stepping, for at most `hold_seconds` at a time and then steps freely as long again:
+    where encoding and decoding share the same CPU cores, each step taken for a few rows while a
+    burst is encoded costs nearly what a step for the whole batch costs, and slows the encoding
+    that the rest of the batch waits for (a prefill-first schedule, bounded so that running rows
+    still advance). None: never hold.
     """
 
-    def __init__(self, model, max_batch: int = 32, max_waiting: int = 256):
+    def __init__(
+        self,
+        model,
+        max_batch: int = 32,
+        max_waiting: int = 256,
+        coming: Callable[[], int] | None = None,
+        hold_seconds: float = 0.25,
+    ):
         self.model, self.max_batch, self.max_waiting = model, max(1, max_batch), max(0, max_waiting)
+        self.coming, self.hold_seconds = coming, hold_seconds
+        self._held_since: float | None = None
+        self._free_until = 0.0
         self.eos = set(model._eos_ids())
         self.end_sym = model.config.end_sym
         self.stats = collections.Counter(completed=0, cancelled=0, failed=0)
@@ -289,8 +308,13 @@ class Engine:
         batch = LiveBatch(self.model.llm)
         while True:
             with self._cond:
-                while not self._closed and not self._waiting and not self._rows:
-                    self._cond.wait()
+                while not self._closed:
+                    if not self._waiting and not self._rows:
+                        self._cond.wait()
+                    elif self._hold():
+                        self._cond.wait(timeout=0.01)  # `coming` may fall without a notify (a request failed)
+                    else:
+                        break
                 if self._closed:
                     break
                 joining = [
@@ -307,6 +331,27 @@ class Engine:
                 batch = LiveBatch(self.model.llm)
         for request in self._rows + list(self._waiting):
             request.on_event(Event(done=True, finish_reason="error", error="the server is shutting down"))
+
+    def _hold(self) -> bool:
+        """True when the rows should wait for requests on their way rather than step (under _cond)."""
+        now = time.monotonic()
+        if (
+            self.coming is None
+            or self._waiting
+            or not self._rows
+            or len(self._rows) >= self.max_batch
+            or now < self._free_until
+            or any(r.cancelled for r in self._rows)
+            or self.coming() <= 0
+        ):
+            self._held_since = None
+            return False
+        if self._held_since is None:
+            self._held_since = now
+        elif now - self._held_since >= self.hold_seconds:
+            self._held_since, self._free_until = None, now + self.hold_seconds
+            return False
+        return True
 
     def _dropped(self, request: Request) -> bool:
         if request.cancelled:

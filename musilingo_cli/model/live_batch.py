@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+from tokenizers.decoders import DecodeStream
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
@@ -72,6 +73,8 @@ class Request:
     tokens: list[int] = field(default_factory=list)
     sent: str = ""
     generator: torch.Generator | None = None
+    text: str = ""  # `tokens` decoded so far (incrementally; the final answer is decoded whole)
+    stream: DecodeStream | None = None
 
 
 def embed_rows(model, rows: list[tuple[list[int], list[torch.Tensor]]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -370,8 +373,7 @@ class Engine:
         tokens = self._choose(batch.logits)
         for request, token in zip(self._rows, tokens):
             request.tokens.append(token)
-        # one call into the tokenizer for all rows (it decodes the batch in Rust)
-        texts = self.model.tokenizer.batch_decode([r.tokens for r in self._rows], skip_special_tokens=True)
+        texts = self._texts(tokens)
         keep = [i for i, (r, t, raw) in enumerate(zip(self._rows, tokens, texts)) if not self._finish(r, t, raw)]
         if len(keep) < len(self._rows):
             batch.keep(keep)
@@ -379,12 +381,23 @@ class Engine:
         if self._rows:
             batch.advance(torch.tensor([r.tokens[-1] for r in self._rows]))
 
+    def _texts(self, tokens: list[int]) -> list[str]:
+        """Each row's tokens decoded, after this step's `tokens`: a tokenizers DecodeStream per row adds
+        the new token's text (decoding every row whole at every step grew with the answers); a tokenizer
+        without a Rust backend, or one that cleans up spaces, decodes the batch whole."""
+        tok = self.model.tokenizer
+        backend = getattr(tok, "backend_tokenizer", None)
+        if backend is None or getattr(tok, "clean_up_tokenization_spaces", False):
+            return tok.batch_decode([r.tokens for r in self._rows], skip_special_tokens=True)
+        return [extend_text(request, token, backend) for request, token in zip(self._rows, tokens)]
+
     def _choose(self, logits: torch.Tensor) -> list[int]:
         """Greedy rows by one argmax; sampling rows with their own generator and settings."""
         eos = sorted(self.eos)
-        for i, r in enumerate(self._rows):
-            if eos and len(r.tokens) < r.settings.min_new_tokens:
-                logits[i, eos] = float("-inf")
+        early = [len(r.tokens) < r.settings.min_new_tokens for r in self._rows]
+        if eos and any(early):  # EOS is not allowed before a row's min_new_tokens
+            rows = torch.tensor(early, device=logits.device).nonzero()
+            logits[rows, torch.tensor(eos, device=logits.device)] = float("-inf")
         chosen = logits.argmax(dim=-1)
         for i, r in enumerate(self._rows):
             if r.settings.do_sample:
@@ -407,6 +420,7 @@ class Engine:
             if delta:
                 request.on_event(Event(delta=delta))
             return False
+        raw = self.model.tokenizer.decode(request.tokens, skip_special_tokens=True)  # exactly as `ask` decodes
         text = _visible(raw, self.end_sym, request.stops, final=True)
         delta = text[len(request.sent) :] if text.startswith(request.sent) else ""
         self.stats["completed"] += 1
@@ -429,6 +443,15 @@ class Engine:
         delta = visible[len(request.sent) :]
         request.sent = visible
         return delta
+
+
+def extend_text(request: Request, token: int, backend) -> str:
+    """`request.text` with `token`'s text added (a tokenizers.Tokenizer `backend`, special tokens
+    skipped); text that ends in an incomplete UTF-8 character waits for the tokens that complete it."""
+    if request.stream is None:
+        request.stream = DecodeStream(skip_special_tokens=True)
+    request.text += request.stream.step(backend, token) or ""
+    return request.text
 
 
 def _visible(raw: str, end_sym: str, stops: list[str], final: bool) -> str:

@@ -324,7 +324,9 @@ class Engine:
                     self._waiting.popleft() for _ in range(min(len(self._waiting), self.max_batch - len(self._rows)))
                 ]
             try:
-                self._join(batch, [r for r in joining if not self._dropped(r)])
+                if joining:  # then back to the top: more may have come, or the rows may be held
+                    self._join(batch, [r for r in joining if not self._dropped(r)])
+                    continue
                 self._step(batch)
             except Exception as err:  # a failure ends the rows it hit, never the engine
                 for request in self._rows:

@@ -255,8 +255,12 @@ async def _sse(events: asyncio.Queue, job: Job, engine, watcher: asyncio.Task, c
         yield data(protocol.chunk(cid, name, {"role": "assistant", "content": ""}))
         while True:
             event = await events.get()
-            if event.delta:
-                yield data(protocol.chunk(cid, name, {"content": event.delta}))
+            delta = event.delta
+            while not event.done and not events.empty():  # behind the decoding loop: its steps in one chunk
+                event = events.get_nowait()
+                delta += event.delta
+            if delta:
+                yield data(protocol.chunk(cid, name, {"content": delta}))
             if event.done:
                 break
         if event.error:

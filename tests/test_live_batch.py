@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from musilingo_cli.model.live_batch import ColumnLayer, LiveBatch
+from musilingo_cli.model.live_cache import ColumnLayer, LiveBatch
 
 DEVICES = [
     "cpu",

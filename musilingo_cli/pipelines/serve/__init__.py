@@ -92,7 +92,8 @@ def build(config: ServeConfig, model=None):
         from musilingo_cli.pipelines.serve.workers import Arrivals
     except ImportError as err:
         raise ConfigError(
-            f"musilingo serve needs FastAPI, uvicorn and pybase64 ({err.name} is missing): pip install 'musilingo-cli[serve]'"
+            f"musilingo serve needs FastAPI, uvicorn and pybase64 ({err.name} is missing): "
+            "pip install 'musilingo-cli[serve]'"
         ) from None
     from musilingo_cli.model.generation import GenerationSettings
     from musilingo_cli.model.live_batch import Engine

@@ -97,6 +97,21 @@ def test_one_shot_answer_equals_ask_and_usage_counts_audio_tokens(setup, client)
     assert 0 < reply.usage.completion_tokens <= MAX_TOKENS
 
 
+def test_line_wrapped_base64_is_heard_as_the_same_audio(setup, client):
+    """What the fast strict decoder (pybase64) refuses goes to the standard library's lenient path:
+    MIME-style line breaks (base64.encodebytes) give the same answer as plain base64."""
+    path, question = setup["files"][0], QUESTIONS[0]
+    wrapped = base64.encodebytes(Path(path).read_bytes()).decode()
+    part = {"type": "input_audio", "input_audio": {"data": wrapped, "format": "wav"}}
+    reply = client.chat.completions.create(
+        model="musilingo",
+        messages=[{"role": "user", "content": [{"type": "text", "text": question}, part]}],
+        temperature=0,
+        max_tokens=MAX_TOKENS,
+    )
+    assert reply.choices[0].message.content == setup["expected"][(str(path), question)]
+
+
 def test_streamed_chunks_join_to_the_same_answer(setup, client):
     path, question = setup["files"][2], QUESTIONS[1]
     stream = client.chat.completions.create(

@@ -5,14 +5,9 @@
       -> a row ends at its own stop (EOS, `###`, a stop string, its token limit, a cancel)
          and leaves the batch at once; its slot is free for the next waiting request
 
-The cache is a transformers DynamicCache whose rows are left-padded to a common width: a joining
-group is padded on the left to the batch's width (or the batch to the group's), and columns no
-row needs any more are cut off the left when rows leave. Its layers are ColumnLayers: keys and
-values live in buffers with room for more columns, so a step writes one column in place instead
-of copying every row's cache (transformers' DynamicLayer concatenates at every step); only a
-join or a leave copies. Position ids are per row, so padding
-never shifts a row's positions, and padded columns are masked: a row decodes the same tokens
-whether it runs alone or beside others (up to float rounding in the padded matmuls).
+The rows' KV cache, mask and positions are model.live_cache's LiveBatch (left-padded rows, keys and
+values in buffers with spare columns): a row decodes the same tokens whether it runs alone or
+beside others (up to float rounding in the padded matmuls).
 
 `Engine` runs the loop in one thread; callers `submit` a `Request` and receive `Event`s from that
 thread through the request's `on_event` callback (a server hands them to its event loop).
@@ -23,17 +18,19 @@ generator per request, so a seeded request draws the same tokens whatever runs b
 from __future__ import annotations
 
 import collections
-import inspect
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from transformers import DynamicCache
-from transformers.cache_utils import DynamicLayer
+from tokenizers.decoders import DecodeStream
 
 from musilingo_cli.model.decoding import filter_logits
 from musilingo_cli.model.generation import GenerationSettings, postprocess
+from musilingo_cli.model.live_cache import LiveBatch, embed_rows
+
+__all__ = ["Engine", "Event", "LiveBatch", "QueueFull", "Request", "embed_rows", "extend_text"]
 
 
 class QueueFull(Exception):
@@ -71,160 +68,8 @@ class Request:
     tokens: list[int] = field(default_factory=list)
     sent: str = ""
     generator: torch.Generator | None = None
-
-
-def embed_rows(model, rows: list[tuple[list[int], list[torch.Tensor]]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-padded LLM inputs for token rows with AUDIO_ID placeholders: ([B, S, H], mask [B, S]).
-
-    The audio embeddings go in row-major order, as MusiLingo.build_batch puts them."""
-    width = max(len(ids) for ids, _ in rows)
-    ids = torch.full((len(rows), width), model.tokenizer.pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, (row, _) in enumerate(rows):
-        ids[i, width - len(row) :] = torch.tensor(row)
-        mask[i, width - len(row) :] = 1
-    features = [f for _, feats in rows for f in feats]
-    if features:
-        return model.splice(ids, model.embed_audio(features)), mask
-    embed = model.llm.get_input_embeddings()
-    return embed(ids.to(embed.weight.device)), mask
-
-
-class ColumnLayer(DynamicLayer):
-    """One layer's keys and values [B, H, n, D]: views of buffers with spare columns on the right.
-
-    `update` (called by the attention at each forward) writes the new columns in place; when the
-    room runs out the buffers are reallocated with twice the columns in use (amortised O(1) per
-    step). Rows are chosen with `batch_select_indices` and columns cut off the left with `cut`.
-    A transformers DynamicLayer for its cache and masks; only what LiveBatch calls is overridden.
-    """
-
-    is_croppable = False
-
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor, room: int = 64):
-        super().__init__()
-        self.is_initialized = True
-        self.device, self.dtype = keys.device, keys.dtype
-        self._fill(keys, values, room)
-
-    def _fill(self, keys: torch.Tensor, values: torch.Tensor, room: int) -> None:
-        """New buffers holding `keys`/`values` [B, H, n, D] at the left, `room` spare columns."""
-        n = keys.shape[-2]
-        k = keys.new_empty((*keys.shape[:-2], n + room, keys.shape[-1]))
-        v = values.new_empty((*values.shape[:-2], n + room, values.shape[-1]))
-        k[..., :n, :], v[..., :n, :] = keys, values
-        self._k, self._v, self.start, self.end = k, v, 0, n
-        self._views()
-
-    def _views(self) -> None:
-        self.keys = self._k[..., self.start : self.end, :]
-        self.values = self._v[..., self.start : self.end, :]
-
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
-        n = key_states.shape[-2]
-        if self.end + n > self._k.shape[-2]:
-            self._fill(self.keys, self.values, room=self.end - self.start + n)
-        self._k[..., self.end : self.end + n, :] = key_states
-        self._v[..., self.end : self.end + n, :] = value_states
-        self.end += n
-        self._views()
-        return self.keys, self.values
-
-    def get_seq_length(self) -> int:
-        return self.end - self.start
-
-    def batch_select_indices(self, indices: torch.Tensor) -> None:
-        self._k, self._v = self._k[indices], self._v[indices]
-        self._views()
-
-    def cut(self, first: int) -> None:
-        """Drop the `first` leftmost columns (no copy)."""
-        self.start += first
-        self._views()
-
-
-class LiveBatch:
-    """The rows being decoded: a DynamicCache, its mask [B, W], next positions [B], logits [B, V]."""
-
-    def __init__(self, llm: torch.nn.Module):
-        self.llm = llm
-        self._cache_arg = "cache" if "cache" in inspect.signature(llm.forward).parameters else "past_key_values"
-        self.cache = self.mask = self.positions = self.logits = None
-
-    @property
-    def size(self) -> int:
-        return 0 if self.mask is None else self.mask.shape[0]
-
-    @torch.no_grad()
-    def join(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> None:
-        """Prefill left-padded prompts [n, S, H] and append them as the last n rows."""
-        device = inputs_embeds.device
-        mask = attention_mask.to(device)
-        cache = DynamicCache()
-        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
-        out = self.llm(
-            inputs_embeds=inputs_embeds,
-            attention_mask=mask,
-            position_ids=positions,
-            use_cache=True,
-            logits_to_keep=1,
-            **{self._cache_arg: cache},
-        )
-        logits, next_pos = out.logits[:, -1].float(), mask.sum(dim=1)
-        if self.mask is None:
-            cache.layers = [ColumnLayer(layer.keys, layer.values) for layer in cache.layers]
-            self.cache, self.mask, self.positions, self.logits = cache, mask, next_pos, logits
-            return
-        width = max(self.mask.shape[1], mask.shape[1])
-        self.cache.layers = [
-            ColumnLayer(
-                torch.cat([_left_pad(a.keys, width), _left_pad(b.keys, width)]),
-                torch.cat([_left_pad(a.values, width), _left_pad(b.values, width)]),
-            )
-            for a, b in zip(self.cache.layers, cache.layers)
-        ]
-        self.mask = torch.cat([_left_pad(self.mask, width, dim=1), _left_pad(mask, width, dim=1)])
-        self.positions = torch.cat([self.positions, next_pos])
-        self.logits = torch.cat([self.logits, logits])
-
-    @torch.no_grad()
-    def advance(self, tokens: torch.Tensor) -> None:
-        """Feed one token per row [B]; `logits` become the next step's."""
-        device = self.mask.device
-        self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=1)
-        out = self.llm(
-            input_ids=tokens.to(device)[:, None],
-            attention_mask=self.mask,
-            position_ids=self.positions[:, None],
-            use_cache=True,
-            **{self._cache_arg: self.cache},
-        )
-        self.logits = out.logits[:, -1].float()
-        self.positions = self.positions + 1
-
-    def keep(self, rows: list[int]) -> None:
-        """Keep only `rows` (in this order); columns no kept row attends to are cut off the left."""
-        if not rows:
-            self.cache = self.mask = self.positions = self.logits = None
-            return
-        index = torch.tensor(rows, device=self.mask.device)
-        self.cache.batch_select_indices(index)
-        self.mask, self.positions, self.logits = self.mask[index], self.positions[index], self.logits[index]
-        first = int(self.mask.any(dim=0).long().argmax())
-        if first > 0:
-            self.mask = self.mask[:, first:]
-            for layer in self.cache.layers:
-                layer.cut(first)
-
-
-def _left_pad(x: torch.Tensor, width: int, dim: int = -2) -> torch.Tensor:
-    """Zeros on the left of `dim` up to `width`."""
-    missing = width - x.shape[dim]
-    if missing == 0:
-        return x
-    shape = list(x.shape)
-    shape[dim] = missing
-    return torch.cat([x.new_zeros(shape), x], dim=dim)
+    text: str = ""  # `tokens` decoded so far (incrementally; the final answer is decoded whole)
+    stream: DecodeStream | None = None
 
 
 class Engine:
@@ -232,10 +77,28 @@ class Engine:
 
     `max_batch` rows decode at once and up to `max_waiting` more wait; beyond that `submit`
     raises QueueFull. Waiting requests join between two steps. `stats` counts what happened.
+
+    `coming` (optional) says how many requests are on their way (their audio still being decoded
+    or encoded by the caller). While some are and the batch has room, the loop holds its rows
+    instead of stepping, for at most `hold_seconds` at a time and then steps freely as long again:
+    where encoding and decoding share the same CPU cores, each step taken for a few rows while a
+    burst is encoded costs nearly what a step for the whole batch costs, and slows the encoding
+    that the rest of the batch waits for (a prefill-first schedule, bounded so that running rows
+    still advance). None: never hold.
     """
 
-    def __init__(self, model, max_batch: int = 32, max_waiting: int = 256):
+    def __init__(
+        self,
+        model,
+        max_batch: int = 32,
+        max_waiting: int = 256,
+        coming: Callable[[], int] | None = None,
+        hold_seconds: float = 0.25,
+    ):
         self.model, self.max_batch, self.max_waiting = model, max(1, max_batch), max(0, max_waiting)
+        self.coming, self.hold_seconds = coming, hold_seconds
+        self._held_since: float | None = None
+        self._free_until = 0.0
         self.eos = set(model._eos_ids())
         self.end_sym = model.config.end_sym
         self.stats = collections.Counter(completed=0, cancelled=0, failed=0)
@@ -289,15 +152,22 @@ class Engine:
         batch = LiveBatch(self.model.llm)
         while True:
             with self._cond:
-                while not self._closed and not self._waiting and not self._rows:
-                    self._cond.wait()
+                while not self._closed:
+                    if not self._waiting and not self._rows:
+                        self._cond.wait()
+                    elif self._hold():
+                        self._cond.wait(timeout=0.01)  # `coming` may fall without a notify (a request failed)
+                    else:
+                        break
                 if self._closed:
                     break
                 joining = [
                     self._waiting.popleft() for _ in range(min(len(self._waiting), self.max_batch - len(self._rows)))
                 ]
             try:
-                self._join(batch, [r for r in joining if not self._dropped(r)])
+                if joining:  # then back to the top: more may have come, or the rows may be held
+                    self._join(batch, [r for r in joining if not self._dropped(r)])
+                    continue
                 self._step(batch)
             except Exception as err:  # a failure ends the rows it hit, never the engine
                 for request in self._rows:
@@ -307,6 +177,27 @@ class Engine:
                 batch = LiveBatch(self.model.llm)
         for request in self._rows + list(self._waiting):
             request.on_event(Event(done=True, finish_reason="error", error="the server is shutting down"))
+
+    def _hold(self) -> bool:
+        """True when the rows should wait for requests on their way rather than step (under _cond)."""
+        now = time.monotonic()
+        if (
+            self.coming is None
+            or self._waiting
+            or not self._rows
+            or len(self._rows) >= self.max_batch
+            or now < self._free_until
+            or any(r.cancelled for r in self._rows)
+            or self.coming() <= 0
+        ):
+            self._held_since = None
+            return False
+        if self._held_since is None:
+            self._held_since = now
+        elif now - self._held_since >= self.hold_seconds:
+            self._held_since, self._free_until = None, now + self.hold_seconds
+            return False
+        return True
 
     def _dropped(self, request: Request) -> bool:
         if request.cancelled:
@@ -325,8 +216,7 @@ class Engine:
         tokens = self._choose(batch.logits)
         for request, token in zip(self._rows, tokens):
             request.tokens.append(token)
-        # one call into the tokenizer for all rows (it decodes the batch in Rust)
-        texts = self.model.tokenizer.batch_decode([r.tokens for r in self._rows], skip_special_tokens=True)
+        texts = self._texts(tokens)
         keep = [i for i, (r, t, raw) in enumerate(zip(self._rows, tokens, texts)) if not self._finish(r, t, raw)]
         if len(keep) < len(self._rows):
             batch.keep(keep)
@@ -334,12 +224,23 @@ class Engine:
         if self._rows:
             batch.advance(torch.tensor([r.tokens[-1] for r in self._rows]))
 
+    def _texts(self, tokens: list[int]) -> list[str]:
+        """Each row's tokens decoded, after this step's `tokens`: a tokenizers DecodeStream per row adds
+        the new token's text (decoding every row whole at every step grew with the answers); a tokenizer
+        without a Rust backend, or one that cleans up spaces, decodes the batch whole."""
+        tok = self.model.tokenizer
+        backend = getattr(tok, "backend_tokenizer", None)
+        if backend is None or getattr(tok, "clean_up_tokenization_spaces", False):
+            return tok.batch_decode([r.tokens for r in self._rows], skip_special_tokens=True)
+        return [extend_text(request, token, backend) for request, token in zip(self._rows, tokens)]
+
     def _choose(self, logits: torch.Tensor) -> list[int]:
         """Greedy rows by one argmax; sampling rows with their own generator and settings."""
         eos = sorted(self.eos)
-        for i, r in enumerate(self._rows):
-            if eos and len(r.tokens) < r.settings.min_new_tokens:
-                logits[i, eos] = float("-inf")
+        early = [len(r.tokens) < r.settings.min_new_tokens for r in self._rows]
+        if eos and any(early):  # EOS is not allowed before a row's min_new_tokens
+            rows = torch.tensor(early, device=logits.device).nonzero()
+            logits[rows, torch.tensor(eos, device=logits.device)] = float("-inf")
         chosen = logits.argmax(dim=-1)
         for i, r in enumerate(self._rows):
             if r.settings.do_sample:
@@ -362,6 +263,7 @@ class Engine:
             if delta:
                 request.on_event(Event(delta=delta))
             return False
+        raw = self.model.tokenizer.decode(request.tokens, skip_special_tokens=True)  # exactly as `ask` decodes
         text = _visible(raw, self.end_sym, request.stops, final=True)
         delta = text[len(request.sent) :] if text.startswith(request.sent) else ""
         self.stats["completed"] += 1
@@ -384,6 +286,15 @@ class Engine:
         delta = visible[len(request.sent) :]
         request.sent = visible
         return delta
+
+
+def extend_text(request: Request, token: int, backend) -> str:
+    """`request.text` with `token`'s text added (a tokenizers.Tokenizer `backend`, special tokens
+    skipped); text that ends in an incomplete UTF-8 character waits for the tokens that complete it."""
+    if request.stream is None:
+        request.stream = DecodeStream(skip_special_tokens=True)
+    request.text += request.stream.step(backend, token) or ""
+    return request.text
 
 
 def _visible(raw: str, end_sym: str, stops: list[str], final: bool) -> str:

@@ -40,6 +40,8 @@ class ServeConfig:
             two cores while decoding goes on), 1 on an accelerator.
         cpu_threads: torch's intra-op threads on a CPU device; None = the cores shared out over the encoder
             threads and the decoding thread (see split_cpu_threads).
+        hold_seconds: on a CPU device, how long the decoding loop may hold its rows (no step) while
+            requests are still being decoded or encoded, at a time (model.live_batch.Engine); 0 = never.
     """
 
     model: str | None = None
@@ -65,6 +67,7 @@ class ServeConfig:
     served_model_name: str = "musilingo"
     encoder_threads: int | None = None
     cpu_threads: int | None = None
+    hold_seconds: float = 0.25
 
 
 def read_api_key(key_file: Path | None) -> str | None:
@@ -86,9 +89,11 @@ def build(config: ServeConfig, model=None):
         import uvicorn  # noqa: F401
 
         from musilingo_cli.pipelines.serve.app import Server, create_app
+        from musilingo_cli.pipelines.serve.workers import Arrivals
     except ImportError as err:
         raise ConfigError(
-            f"musilingo serve needs FastAPI and uvicorn ({err.name} is missing): pip install 'musilingo-cli[serve]'"
+            f"musilingo serve needs FastAPI, uvicorn and pybase64 ({err.name} is missing): "
+            "pip install 'musilingo-cli[serve]'"
         ) from None
     from musilingo_cli.model.generation import GenerationSettings
     from musilingo_cli.model.live_batch import Engine
@@ -105,7 +110,17 @@ def build(config: ServeConfig, model=None):
         config = dataclasses.replace(config, encoder_threads=config.encoder_threads or 2)
         split_cpu_threads(config.cpu_threads, config.encoder_threads + 1)
     max_batch = config.max_batch or (256 if str(resolved.device).startswith("cuda") else 32)
-    server = Server(model, Engine(model, max_batch=max_batch, max_waiting=config.max_waiting), config)
+    arriving = Arrivals()
+    # on CPU the encoder and the decoding loop share the cores: the loop holds while a burst is encoded
+    hold = str(resolved.device) == "cpu" and config.hold_seconds > 0
+    engine = Engine(
+        model,
+        max_batch=max_batch,
+        max_waiting=config.max_waiting,
+        coming=arriving.count if hold else None,
+        hold_seconds=config.hold_seconds,
+    )
+    server = Server(model, engine, config, arriving)
     server.engine_settings = GenerationSettings.from_preset(config.preset, max_new_tokens=config.max_new_tokens)
     return create_app(server), server
 

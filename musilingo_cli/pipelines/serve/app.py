@@ -33,14 +33,15 @@ from musilingo_cli.model.live_batch import Request as Job
 from musilingo_cli.pipelines.chat import Audio, Message, render
 from musilingo_cli.pipelines.serve import protocol
 from musilingo_cli.pipelines.serve.protocol import APIError, AudioPart, AudioSource, AudioURLPart, TextPart
-from musilingo_cli.pipelines.serve.workers import EncoderWorker, EventRelay, decode_source
+from musilingo_cli.pipelines.serve.workers import Arrivals, EncoderWorker, EventRelay, decode_source
 
 
 class Server:
     """What the routes share: model, engine, encoder thread, decode pool and the limits."""
 
-    def __init__(self, model, engine, config):
+    def __init__(self, model, engine, config, arriving: Arrivals | None = None):
         self.model, self.engine, self.config = model, engine, config
+        self.arriving = arriving or Arrivals()  # requests on their way to the engine (its `coming`)
         self.encoder = EncoderWorker(model, config.encoder_batch_size, config.encoder_threads or 1)
         self.decoders = concurrent.futures.ThreadPoolExecutor(config.workers, thread_name_prefix="musilingo-audio")
         self.local_root = Path(config.allowed_local_media_path).resolve() if config.allowed_local_media_path else None
@@ -166,31 +167,32 @@ def create_app(server: Server) -> FastAPI:
     async def chat_completions(request: Request):
         authorize(request)
         body = await _body(request, cfg.max_body_bytes)
-        # validating megabytes of JSON holds the loop: a worker thread does it
-        parsed = await asyncio.get_running_loop().run_in_executor(server.decoders, protocol.parse_request, body)
-        settings = protocol.settings_for(parsed, server.engine_settings, cfg.max_new_tokens)
-        stops = protocol.stops_of(parsed)
-        messages, system = await server.conversation(parsed)
-        try:
-            prompt = render(server.model, messages, cfg.template, system, settings.max_new_tokens)
-        except PromptTooLong as err:
-            raise APIError(400, str(err), code="context_length_exceeded", param="messages") from None
         events: asyncio.Queue = asyncio.Queue()
-        relay = server.relay(asyncio.get_running_loop())
-        job = Job(
-            prompt.ids,
-            [a.features for a in prompt.audio],
-            settings,
-            lambda event: relay.send(events, event),
-            stops=stops,
-            seed=parsed.seed,
-        )
-        try:
-            server.engine.submit(job)
-        except QueueFull:
-            raise APIError(
-                503, "the server is busy (its queue is full); retry shortly", "server_error", code="queue_full"
-            ) from None
+        with server.arriving:  # until it is queued in the engine (or fails)
+            # validating megabytes of JSON holds the loop: a worker thread does it
+            parsed = await asyncio.get_running_loop().run_in_executor(server.decoders, protocol.parse_request, body)
+            settings = protocol.settings_for(parsed, server.engine_settings, cfg.max_new_tokens)
+            stops = protocol.stops_of(parsed)
+            messages, system = await server.conversation(parsed)
+            try:
+                prompt = render(server.model, messages, cfg.template, system, settings.max_new_tokens)
+            except PromptTooLong as err:
+                raise APIError(400, str(err), code="context_length_exceeded", param="messages") from None
+            relay = server.relay(asyncio.get_running_loop())
+            job = Job(
+                prompt.ids,
+                [a.features for a in prompt.audio],
+                settings,
+                lambda event: relay.send(events, event),
+                stops=stops,
+                seed=parsed.seed,
+            )
+            try:
+                server.engine.submit(job)
+            except QueueFull:
+                raise APIError(
+                    503, "the server is busy (its queue is full); retry shortly", "server_error", code="queue_full"
+                ) from None
         watcher = asyncio.create_task(_cancel_on_disconnect(request, server.engine, job))
         cid, name = protocol.new_id(), cfg.served_model_name
         if parsed.stream:
@@ -253,8 +255,12 @@ async def _sse(events: asyncio.Queue, job: Job, engine, watcher: asyncio.Task, c
         yield data(protocol.chunk(cid, name, {"role": "assistant", "content": ""}))
         while True:
             event = await events.get()
-            if event.delta:
-                yield data(protocol.chunk(cid, name, {"content": event.delta}))
+            delta = event.delta
+            while not event.done and not events.empty():  # behind the decoding loop: its steps in one chunk
+                event = events.get_nowait()
+                delta += event.delta
+            if delta:
+                yield data(protocol.chunk(cid, name, {"content": delta}))
             if event.done:
                 break
         if event.error:

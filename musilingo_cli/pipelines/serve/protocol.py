@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlparse
 
+import pybase64
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from musilingo_cli.model.generation import GenerationSettings
@@ -197,6 +198,16 @@ def audio_source(part: AudioPart | AudioURLPart, where: str, local_root: Path | 
 
 
 def _b64(data: str, where: str) -> bytes:
+    try:  # pybase64 (SIMD) for strict base64; the standard library for what it refuses (e.g. extra '=')
+        raw = pybase64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raw = _b64_lenient(data, where)
+    if not raw:
+        raise APIError(400, f"{where} is empty", param=where)
+    return raw
+
+
+def _b64_lenient(data: str, where: str) -> bytes:
     try:
         raw = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
@@ -204,8 +215,6 @@ def _b64(data: str, where: str) -> bytes:
             raw = base64.b64decode("".join(data.split()), validate=True)
         except (binascii.Error, ValueError):
             raise APIError(400, f"{where} is not valid base64", param=where) from None
-    if not raw:
-        raise APIError(400, f"{where} is empty", param=where)
     return raw
 
 

@@ -104,6 +104,24 @@ def _chunks(clips: list[Clip]) -> int:
     return sum(len(c.chunks) for c in clips)
 
 
+class Arrivals:
+    """How many requests are between their body and the engine (audio being decoded or encoded):
+    the engine's `coming`. Changed on the event loop only; read from the decoding thread."""
+
+    def __init__(self):
+        self._n = 0
+
+    def count(self) -> int:
+        return self._n
+
+    def __enter__(self) -> Arrivals:
+        self._n += 1
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._n -= 1
+
+
 class EventRelay:
     """Hands engine events to the event loop: every request's events of one decoding step are put
     in their queues by one callback, so the loop is woken once per step rather than once per row

@@ -30,6 +30,7 @@ from typing import Any
 
 from musilingo_cli.core.console import progress, stderr, warn
 from musilingo_cli.core.errors import ConfigError
+from musilingo_cli.core.interrupts import sticky_interrupt
 from musilingo_cli.core.journal import Journal
 from musilingo_cli.data.inputs import Item, expand_paths, items_for, read_manifest
 from musilingo_cli.model.config import CAPTION_INSTRUCTION
@@ -157,9 +158,14 @@ def _answer_items(config: AskConfig, model, settings, items: list[Item], journal
     stamp = {"model": spec, "settings": settings.to_dict(), "seed": config.seed}
     writer = Writer(journal, config.on_record, summary)
     try:
-        with progress() as bar:
+        with progress() as bar, sticky_interrupt() as interrupted:
             task = bar.add_task("ask", total=len(todo), status="")
-            writer.advance = lambda: bar.advance(task)
+
+            def advance() -> None:
+                bar.advance(task)
+                interrupted()  # a Ctrl-C that Python swallowed (in a __del__) still stops the job here
+
+            writer.advance = advance
             answer_all(model, todo, config, settings, stamp, writer)
     except KeyboardInterrupt:
         if journal is not None:

@@ -230,16 +230,19 @@ def test_save_into_a_missing_folder_names_the_users_file_and_the_fix(tiny, tmp_p
     target = tmp_path / "no-such-folder" / "talk.json"
     done = subprocess.run(
         [str(Path(sys.executable).with_name("musilingo")), "chat", str(tiny["song"]), "--model", str(tiny["ckpt"])],
-        input=f"/save {target}\n/quit\n",
+        input=f"/save {target}\n/bogus\n{Q1}\n/quit\n",
         capture_output=True,
         text=True,
         timeout=300,
     )
-    assert done.returncode == 0, done.stderr
+    # piped, a failed line lets the rest run, then the command exits 1 so that a script notices
+    assert done.returncode == 1 and len(done.stdout.splitlines()) == 1, done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert errors == [
         f"error: {target}: No such file or directory; the folder {target.parent} does not exist: create it first, "
-        "or choose another path"
+        "or choose another path",
+        "error: /bogus is not a command here; commands: /audio FILE, /add FILE, /reset, /save FILE, /quit",
+        "error: 2 of the piped lines failed (each error is shown above); 1 answered",
     ], done.stderr
     assert ".tmp" not in done.stderr
 

@@ -337,6 +337,11 @@ def test_cli_plot_of_caption_scores_against_the_floor(tmp_path, wordnet):
         ("--plot", "missing/scores.png", "does not exist; create it first"),
         ("--output", ".", "is a folder: give a file name in it"),
         ("--output", "missing/out.md", "does not exist; create it first"),
+        ("--output", "a.jsonl", "is also --predictions: writing it would destroy that file"),
+        ("--output", "EvalMusicQA.json", "is also --references: writing it would destroy that file"),
+        ("--per-item", "a.jsonl", "is also --predictions: writing it would destroy that file"),
+        ("--per-item", "missing/a.scores.jsonl", "does not exist; create it first"),
+        ("--plot", "a.jsonl/x.png", "a.jsonl is not a folder"),
     ],
 )
 def test_cli_refuses_an_unwritable_plot_or_output_before_scoring(tmp_path, monkeypatch, capsys, option, name, message):
@@ -354,3 +359,17 @@ def test_cli_refuses_an_unwritable_plot_or_output_before_scoring(tmp_path, monke
     err = capsys.readouterr().err
     assert exited.value.code != 0 and message in err and len(err.strip().splitlines()) == 1, err
     assert not list(tmp_path.glob("*.png")) and not list(tmp_path.glob("*.scores.jsonl"))
+
+
+def test_plot_and_output_on_one_file_are_refused_and_no_floor_means_no_floor_lines(tmp_path, wordnet):
+    refs = musicqa_json(tmp_path / "EvalMusicQA.json")
+    answers = _answers(tmp_path / "a.jsonl", ["The audio is rock."] * len(MUSICQA_EXCERPT))
+    same = tmp_path / "same.png"
+    with pytest.raises(ConfigError, match="--plot .* is also --output"):
+        run(EvalConfig(predictions=[answers], references=refs, bertscore=False, output=same, plot=same))
+    from musilingo_cli.pipelines.evaluate.report import render_text
+
+    report = run(EvalConfig(predictions=[answers], references=refs, bertscore=False, floor=False))
+    text = render_text(report, "markdown")
+    assert "floor" not in text and "ROUGE-L" in text
+    assert "floor" in render_text(run(EvalConfig(predictions=[answers], references=refs, bertscore=False)), "markdown")

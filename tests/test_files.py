@@ -5,6 +5,7 @@ neither and non-UTF-8 bytes give one line naming file, line and encoding; every 
 that cannot write its --output report still prints it and names the file."""
 
 import json
+from pathlib import Path
 
 import pytest
 from eval_helpers import wordnet  # noqa: F401
@@ -122,7 +123,7 @@ def test_every_command_reader_uses_it(tmp_path):
 
 def test_eval_that_cannot_write_its_report_prints_it_and_names_the_file(tmp_path, wordnet):  # noqa: F811
     predictions = _windows(tmp_path / "pred.json", json.dumps(RECORDS[:1] + [{**RECORDS[1], "reference": "Rock."}]))
-    target = tmp_path / "no-such-folder" / "report.md"
+    target = Path("/dev/full")  # a file that refuses every write (ENOSPC): a disk that fills up while scoring
     result = CliRunner().invoke(
         app,
         ["eval", "-p", str(predictions), "--no-bertscore", "--no-per-item", "--format", "markdown", "-o", str(target)],
@@ -131,4 +132,4 @@ def test_eval_that_cannot_write_its_report_prints_it_and_names_the_file(tmp_path
     assert "| ROUGE-L F1 (no stem) |" in result.stdout  # the scores are shown
     # the CLI's main() prints this DataError as one red line; CliRunner hands it over as the exception
     assert isinstance(result.exception, DataError)
-    assert f"could not be written to --output {target} (No such file or directory)" in str(result.exception)
+    assert f"could not be written to --output {target} (No space left on device)" in str(result.exception)

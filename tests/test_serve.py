@@ -363,3 +363,17 @@ def test_seeded_sampling_repeats_and_text_only_questions_are_answered(setup, cli
         model="musilingo", temperature=0, max_tokens=MAX_TOKENS, messages=[{"role": "user", "content": "Name a genre."}]
     )
     assert text_only.usage.prompt_tokens > 1 and text_only.choices[0].finish_reason in ("stop", "length")
+
+
+def test_an_empty_key_in_the_environment_is_refused(monkeypatch):
+    """A set but empty MUSILINGO_API_KEY (a failed `$(cat key)`) must not quietly serve without a key."""
+    from musilingo_cli.core.errors import ConfigError
+    from musilingo_cli.pipelines.serve import read_api_key
+
+    monkeypatch.setenv("MUSILINGO_API_KEY", " ")
+    with pytest.raises(ConfigError, match="MUSILINGO_API_KEY is set but empty"):
+        read_api_key(None)
+    monkeypatch.setenv("MUSILINGO_API_KEY", "sesame")
+    assert read_api_key(None) == "sesame"
+    monkeypatch.delenv("MUSILINGO_API_KEY")
+    assert read_api_key(None) is None

@@ -297,9 +297,11 @@ def run(config: ChatConfig, model=None) -> int:
 
 
 def _loop(chat: Chat, config: ChatConfig) -> int:
+    """Answers and commands line by line. Piped (not interactive), a line that failed still lets the
+    rest run, and the command then ends with a MusilingoError (exit 1) so that scripts notice."""
     interactive = sys.stdin.isatty() if config.interactive is None else config.interactive
     lines = iter(config.lines if config.lines is not None else sys.stdin)
-    out, answers = config.out, 0
+    out, answers, failed = config.out, 0, 0
     if interactive:
         stderr.print(f"chatting about {config.audio}: /audio FILE switches, /add FILE adds, /reset, /save FILE, /quit")
     while True:
@@ -313,8 +315,10 @@ def _loop(chat: Chat, config: ChatConfig) -> int:
         if not line:
             continue
         if line.startswith("/"):
-            if _command(chat, line) == "quit":
+            outcome = _command(chat, line)
+            if outcome == "quit":
                 break
+            failed += outcome == "error"
             continue
         try:
             if interactive:
@@ -327,6 +331,9 @@ def _loop(chat: Chat, config: ChatConfig) -> int:
             answers += 1
         except MusilingoError as err:
             stderr.print(f"[red]error:[/red] {err}", markup=True, highlight=False)
+            failed += 1
+    if failed and not interactive:
+        raise MusilingoError(f"{failed} of the piped lines failed (each error is shown above); {answers} answered")
     return answers
 
 
@@ -348,9 +355,16 @@ def _command(chat: Chat, line: str) -> str | None:
             atomic_write_text(arg, json.dumps(chat.to_json(), ensure_ascii=False, indent=2) + "\n")
             stderr.print(f"conversation saved to {arg}")
         else:
-            stderr.print("commands: /audio FILE, /add FILE, /reset, /save FILE, /quit")
+            stderr.print(
+                f"[red]error:[/red] {escape(line)} is not a command here; "
+                "commands: /audio FILE, /add FILE, /reset, /save FILE, /quit",
+                highlight=False,
+            )
+            return "error"
     except AudioError as err:
         stderr.print(f"[red]error:[/red] {escape(str(err))}", highlight=False)
+        return "error"
     except OSError as err:  # /save into a folder that is not there, or one we may not write to
         stderr.print(f"[red]error:[/red] {escape(os_error_message(err))}", highlight=False)
+        return "error"
     return None

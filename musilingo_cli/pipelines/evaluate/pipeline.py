@@ -82,19 +82,40 @@ def check_inputs(config: EvalConfig) -> None:
     for option, path in given:
         if not Path(path).expanduser().exists():
             raise DataError(f"{option} {path}: no such file or folder; check the path")
-    for option, path in (("--output", config.output), ("--plot", config.plot)):
-        if path is not None:
-            _check_writable(option, Path(path))
+    _check_outputs(config, given)
+
+
+def _check_outputs(config: EvalConfig, inputs: list[tuple[str, Path | str]]) -> None:
+    """Refuse, before minutes of scoring, output files that cannot be written or would overwrite an
+    input or each other (ConfigError, one line naming both options)."""
+    outputs = [("--output", config.output), ("--plot", config.plot)]
+    per_item_is_folder = config.per_item is not None and (len(config.predictions) > 1 or config.per_item.is_dir())
+    if config.write_per_item and config.per_item is not None and not per_item_is_folder:
+        outputs.append(("--per-item", config.per_item))
+    taken = {Path(path).expanduser().resolve(): option for option, path in inputs}
+    for option, path in outputs:
+        if path is None:
+            continue
+        _check_writable(option, Path(path))
+        target = Path(path).expanduser().resolve()
+        if target in taken:
+            raise ConfigError(
+                f"{option} {path} is also {taken[target]}: writing it would destroy that file; choose another"
+            )
+        taken[target] = option
     if config.plot is not None:
         _check_plot_suffix(Path(config.plot))
 
 
 def _check_writable(option: str, path: Path) -> None:
-    """Refuse, before minutes of scoring, an output path that names a folder or lies in a missing one."""
+    """An output path that names a folder or lies in a missing one (ConfigError)."""
     if path.is_dir():
         example = path / ("eval.png" if option == "--plot" else "eval.md")
         raise ConfigError(f"{option} {path} is a folder: give a file name in it, e.g. {example}")
-    if not path.expanduser().absolute().parent.is_dir():
+    parent = path.expanduser().absolute().parent
+    if parent.exists() and not parent.is_dir():
+        raise ConfigError(f"{option} {path}: {path.parent} is not a folder")
+    if not parent.is_dir():
         raise ConfigError(f"{option} {path}: the folder {path.parent} does not exist; create it first")
 
 

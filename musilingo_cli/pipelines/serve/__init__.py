@@ -80,7 +80,10 @@ def read_api_key(key_file: Path | None) -> str | None:
         if not key:
             raise ConfigError(f"--api-key-file {key_file} is empty")
         return key
-    return os.environ.get(API_KEY_ENV) or None
+    key = os.environ.get(API_KEY_ENV)
+    if key is not None and not key.strip():  # e.g. a failed $(cat key): refusing beats serving without a key
+        raise ConfigError(f"{API_KEY_ENV} is set but empty: give it a key, or unset it to serve without one")
+    return key or None
 
 
 def build(config: ServeConfig, model=None):

@@ -342,6 +342,7 @@ def test_cli_plot_of_caption_scores_against_the_floor(tmp_path, wordnet):
         ("--per-item", "a.jsonl", "is also --predictions: writing it would destroy that file"),
         ("--per-item", "missing/a.scores.jsonl", "does not exist; create it first"),
         ("--plot", "a.jsonl/x.png", "a.jsonl is not a folder"),
+        ("--bertscore-model", "no-bert", "no such model folder; check the path"),
     ],
 )
 def test_cli_refuses_an_unwritable_plot_or_output_before_scoring(tmp_path, monkeypatch, capsys, option, name, message):
@@ -352,7 +353,8 @@ def test_cli_refuses_an_unwritable_plot_or_output_before_scoring(tmp_path, monke
 
     refs = musicqa_json(tmp_path / "EvalMusicQA.json")
     answers = _answers(tmp_path / "a.jsonl", ["The audio is rock."] * len(MUSICQA_EXCERPT))
-    args = ["eval", "-p", str(answers), "--references", str(refs), "--no-bertscore", option, str(tmp_path / name)]
+    bert = ["--bertscore-layers", "2"] if option == "--bertscore-model" else ["--no-bertscore"]
+    args = ["eval", "-p", str(answers), "--references", str(refs), *bert, option, str(tmp_path / name)]
     monkeypatch.setattr(sys, "argv", ["musilingo", *args])
     with pytest.raises(SystemExit) as exited:
         main()

@@ -69,6 +69,9 @@ def check_inputs(config: EvalConfig) -> None:
         )
     if config.bertscore and config.bertscore_model != "roberta-large" and config.bertscore_layers is None:
         raise ConfigError(f"--bertscore-model {config.bertscore_model} needs --bertscore-layers N")
+    local = config.bertscore_model.startswith(("/", "./", "../", "~"))  # a path, not a hub id
+    if config.bertscore and local and not Path(config.bertscore_model).expanduser().is_dir():
+        raise DataError(f"--bertscore-model {config.bertscore_model}: no such model folder; check the path")
     given = [("--predictions", p) for p in config.predictions] + [
         (option, path)
         for option, path in (

@@ -327,6 +327,7 @@ def test_cli_plot_of_caption_scores_against_the_floor(tmp_path, wordnet):
     )
     assert result.exit_code == 0, result.output
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    assert f"plot written to {png}" in result.stderr and "plot written" not in result.stdout
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import typer
 
 from musilingo_cli.commands import options
 from musilingo_cli.commands.options import output_format
-from musilingo_cli.core.console import echo
+from musilingo_cli.core.console import echo, stderr
 from musilingo_cli.core.errors import DataError, require_extra
 
 
@@ -200,6 +200,8 @@ def command(
             stdout.print(evaluate.rich_table(report))
         else:
             echo(evaluate.render_text(report, format), nl=False)
+    if plot is not None:  # stdout carries the results only; where the files went is said on stderr
+        stderr.print(f"plot written to {plot}", markup=False)
     if report.unwritten_output:
         raise DataError(
             f"the report above could not be written to --output {report.unwritten_output}; pass another --output"

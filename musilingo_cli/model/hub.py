@@ -14,13 +14,18 @@ from musilingo_cli.core.console import warn
 from musilingo_cli.core.errors import CheckpointError
 
 
+def looks_like_path(name_or_path: str) -> bool:
+    """True for a spec written as a path (starting with '.', '/' or '~'), which is never a hub id."""
+    return name_or_path.startswith((".", "/", "~"))
+
+
 def resolve_dir(name_or_path: str, what: str, allow_patterns: list[str] | None = None) -> Path:
     """A local directory for `name_or_path`: the path itself, or a hub snapshot (downloaded
     unless offline). `what` names the part in errors ("audio encoder", "LLM", ...)."""
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return path
-    if path.exists() or name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") != 1:
+    if path.exists() or looks_like_path(name_or_path) or name_or_path.count("/") != 1:
         raise CheckpointError(f"{what} {name_or_path!r} is not a directory nor a hub id like 'org/name'")
     from huggingface_hub import snapshot_download
 

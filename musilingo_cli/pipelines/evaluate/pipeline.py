@@ -14,6 +14,7 @@ from pathlib import Path
 
 from musilingo_cli.core.console import progress
 from musilingo_cli.core.errors import ConfigError, DataError
+from musilingo_cli.model.hub import looks_like_path
 from musilingo_cli.pipelines.evaluate import metrics
 from musilingo_cli.pipelines.evaluate.answering import answer_items
 from musilingo_cli.pipelines.evaluate.choice import ChoiceReport, run_choice
@@ -69,7 +70,7 @@ def check_inputs(config: EvalConfig) -> None:
         )
     if config.bertscore and config.bertscore_model != "roberta-large" and config.bertscore_layers is None:
         raise ConfigError(f"--bertscore-model {config.bertscore_model} needs --bertscore-layers N")
-    local = config.bertscore_model.startswith(("/", "./", "../", "~"))  # a path, not a hub id
+    local = looks_like_path(config.bertscore_model)
     if config.bertscore and local and not Path(config.bertscore_model).expanduser().is_dir():
         raise DataError(f"--bertscore-model {config.bertscore_model}: no such model folder; check the path")
     given = [("--predictions", p) for p in config.predictions] + [
@@ -92,8 +93,7 @@ def _check_outputs(config: EvalConfig, inputs: list[tuple[str, Path | str]]) -> 
     """Refuse, before minutes of scoring, output files that cannot be written or would overwrite an
     input or each other (ConfigError, one line naming both options)."""
     outputs = [("--output", config.output), ("--plot", config.plot)]
-    per_item_is_folder = config.per_item is not None and (len(config.predictions) > 1 or config.per_item.is_dir())
-    if config.write_per_item and config.per_item is not None and not per_item_is_folder:
+    if config.write_per_item and config.per_item is not None and not _per_item_is_folder(config):
         outputs.append(("--per-item", config.per_item))
     taken = {Path(path).expanduser().resolve(): option for option, path in inputs}
     for option, path in outputs:
@@ -251,12 +251,17 @@ def _score_file(path: Path, references: list[EvalItem] | None, config: EvalConfi
     )
 
 
+def _per_item_is_folder(config: EvalConfig) -> bool:
+    """--per-item names a folder (each predictions file gets <name>.scores.jsonl in it), not one file."""
+    return len(config.predictions) > 1 or config.per_item.is_dir()
+
+
 def _write_per_item(path: Path, preds, refs, result, floor_refs, config: EvalConfig) -> str | None:
     # Only where asked: eval writes nothing beside the user's inputs.
     if not config.write_per_item or config.per_item is None:
         return None
     target = config.per_item
-    if len(config.predictions) > 1 or target.is_dir():
+    if _per_item_is_folder(config):
         target.mkdir(parents=True, exist_ok=True)
         target = target / (path.stem + ".scores.jsonl")
     rows = []

@@ -285,25 +285,12 @@ def main() -> None:
     llm = smollm2_dir(args.out)
     types = list(rs.QUESTIONS)
     features = args.out / "features"  # one feature cache for every run (keyed by content and encoder)
-    result = run_pipeline(
-        args.out / "audio-run",
-        args.out / "set" / "audio",
-        clips,
-        types,
-        llm,
-        args.steps,
-        args.threads,
-        micro_batch=args.micro_batch,
-        lr=args.lr,
-        cache_dir=features,
-        warmup=args.warmup,
-    )
-    control = None
-    if args.silence:
-        silent = silence(args.out / "set" / "audio", clips["train"] + clips["test"], args.out / "silent")
-        control = run_pipeline(
-            args.out / "silence-run",
-            silent,
+
+    def train_and_ask(run_dir: Path, audio: Path) -> dict:
+        """The whole pipeline on `audio` (the real renderings or their silent control), same settings."""
+        return run_pipeline(
+            run_dir,
+            audio,
             clips,
             types,
             llm,
@@ -314,6 +301,12 @@ def main() -> None:
             cache_dir=features,
             warmup=args.warmup,
         )
+
+    result = train_and_ask(args.out / "audio-run", args.out / "set" / "audio")
+    control = None
+    if args.silence:
+        silent = silence(args.out / "set" / "audio", clips["train"] + clips["test"], args.out / "silent")
+        control = train_and_ask(args.out / "silence-run", silent)
     print(table(result, control))
     mb = sum(f.stat().st_size for f in (args.out / "set" / "audio").iterdir()) / 1e6
     print(

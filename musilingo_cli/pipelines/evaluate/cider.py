@@ -86,10 +86,11 @@ class CiderD:
     """
 
     def __init__(self, references: list[list[str]], n: int = 4, sigma: float = 6.0) -> None:
+        self._start(n, sigma)
         counts: Counter = Counter()
         for refs in references:  # compute_doc_freq: each item counts an n-gram once
-            counts.update({ngram for ref in refs for ngram in reference_ngrams(ref, n)})
-        self._setup(counts, len(references), n, sigma)
+            counts.update({ngram for ref in refs for ngram in self._cook(ref)})  # memoised for _vector
+        self._frequencies(counts, len(references))
 
     @classmethod
     def from_counts(cls, counts: dict[tuple, int], items: int, n: int = 4, sigma: float = 6.0) -> CiderD:
@@ -97,10 +98,11 @@ class CiderD:
         parts by several workers): counts[ngram] = how many items' references contain it. Equal to
         `CiderD(references)` when counted from the same references (the frequencies are integers)."""
         scorer = cls.__new__(cls)
-        scorer._setup(counts, items, n, sigma)
+        scorer._start(n, sigma)
+        scorer._frequencies(counts, items)
         return scorer
 
-    def _setup(self, counts: dict[tuple, int], items: int, n: int, sigma: float) -> None:
+    def _start(self, n: int, sigma: float) -> None:
         import numpy as np  # lazy: numpy stays out of `musilingo --help`
 
         self._np, self.n, self.sigma = np, n, sigma
@@ -109,9 +111,11 @@ class CiderD:
         self._logs: dict[float, object] = {}
         self._idfs: dict[tuple, float] = {}
         self._penalties: dict[float, float] = {}
+
+    def _frequencies(self, counts: dict[tuple, int], items: int) -> None:
         # CiderScorer adds 1.0 per item to a float: integer counts as floats are the same values
         self.document_frequency: dict[tuple, float] = {ngram: float(count) for ngram, count in counts.items()}
-        self.ref_len = np.log(float(items))
+        self.ref_len = self._np.log(float(items))
 
     def _cook(self, text: str) -> dict:
         found = self._counts.get(text)

@@ -30,6 +30,11 @@ COUNT_ROWS = (
 )
 
 
+def _has_floor(report: EvalReport) -> bool:
+    """Some system was scored against a floor (not so with --no-floor)."""
+    return any(system.floor is not None for system in report.systems)
+
+
 def header_lines(report: EvalReport) -> list[str]:
     """Profile, signatures, library versions and data sources: printed above every table."""
     lines = [f"profile: {metrics.DESCRIPTIONS[report.profile]}"]
@@ -41,7 +46,7 @@ def header_lines(report: EvalReport) -> list[str]:
     lines.append("versions: " + ", ".join(f"{k} {v}" for k, v in report.versions.items()))
     if report.data_sources:
         lines.append("data: " + ", ".join(f"{k} from {v}" for k, v in report.data_sources.items()))
-    if any(system.floor is not None for system in report.systems):  # not with --no-floor
+    if _has_floor(report):
         lines.append(
             f"floor: each item answered with the reference of another item with the same question (seed {report.seed})"
         )
@@ -104,7 +109,7 @@ def table_rows(report: EvalReport) -> tuple[list[str], list[list[str]]]:
         rows.append([labels[key]] + [_cell(scores.get(key)) for _, scores, _ in columns])
     if any(s.judge for s in report.systems):  # the floor is not judged: "-" in its column
         rows.append(["LLM judge score (0-5, mean)"] + [_cell(extra.get("judge_mean")) for _, _, extra in columns])
-    floored = any(system.floor is not None for system in report.systems)
+    floored = _has_floor(report)
     for key, label in COUNT_ROWS + STAT_ROWS:
         if key != "floor_fallback" or floored:  # --no-floor: no floor, so no floor row
             rows.append([label] + [_cell(extra.get(key)) for _, _, extra in columns])
